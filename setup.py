@@ -1,0 +1,48 @@
+"""SICoT: large-scale long-tailed product recognition with side information.
+
+The top-level folders `pipeline/`, `trainer/` and `serving/` are installed as the
+subpackages `sicot.pipeline`, `sicot.trainer` and `sicot.serving`, so the layout of the
+repository shows the architecture while every module has one importable, unambiguous name
+(the TFX pipeline refers to trainer code by dotted string, e.g. `sicot.trainer.task.run_fn`).
+"""
+from setuptools import setup
+
+_SUBPACKAGES = {
+    "sicot": "sicot",
+    "sicot.data": "sicot/data",
+    "sicot.pipeline": "pipeline",
+    "sicot.trainer": "trainer",
+    "sicot.serving": "serving",
+}
+
+setup(
+    name="sicot",
+    version="0.1.0",
+    description="Long-tailed product recognition with side information (TFX, Keras 3, TF Serving)",
+    python_requires=">=3.10,<3.11",
+    packages=list(_SUBPACKAGES),
+    package_dir=_SUBPACKAGES,
+    package_data={"sicot.serving": ["deploy/*", "deploy/**/*"]},
+    install_requires=[
+        "tfx[kfp]==1.16.0",
+        "tensorflow==2.16.2",
+        "tensorflow-text==2.16.1",
+        "tensorflow-transform==1.16.0",
+        "tensorflow-serving-api==2.16.1",
+        "tensorflow_model_analysis==0.47.1",
+        "apache-beam[gcp]==2.74.0",
+        "kfp==2.5.0",
+        "kfp-pipeline-spec==0.2.2",
+        "keras==3.12.4",
+        "dill",
+        "grpcio",
+        "aiohttp",
+        "prometheus_client",
+        "pillow",
+        "numpy",
+        "tqdm",
+        "matplotlib",
+    ],
+    extras_require={"test": ["pytest", "pytest-timeout", "hypothesis"]},
+    entry_points={"console_scripts": ["sicot=sicot.cli:main"]},
+)
