@@ -1,0 +1,148 @@
+"""`ModelConfig`: every setting of one training run, as a frozen, typed object.
+
+Each model name (`sicot`, the long-tail baselines and the ablations) has a preset; a run is
+`ModelConfig.preset(name).replace(epochs=..., ...)` or `ModelConfig.from_dict({...})`, which
+fails loudly on keys nothing uses (big_vision habit).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+MODEL_TYPES = ("sicot", "ce", "logit_adjust", "balanced_softmax", "crt", "cosine")
+ABLATIONS = ("sicot_no_attention", "sicot_no_cotraining")
+PRESET_NAMES = MODEL_TYPES + ABLATIONS
+
+BACKBONES = ("small", "resnet50")
+LOSS_TYPES = ("ce", "logit_adjust", "balanced_softmax")
+CLASSIFIER_TYPES = ("linear", "cosine")
+DISTILL_TEACHERS = ("fused", "semantic")
+ALIGN_DIRECTIONS = ("visual_to_semantic", "semantic_to_visual", "both")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Settings of one SICoT / baseline training run.
+
+    Attributes:
+      model_type: one of MODEL_TYPES. `sicot` trains the visual tower, the word attention and
+        the three heads with the co-training term; the others train the visual head only.
+      backbone: `small` (residual CNN, CPU default) or `resnet50` (random init, no download).
+      image_size: side of the square input image (must match the Transform output).
+      embedding_dim: size of the visual embedding v (the `embedding` serving output).
+      token_dim: size of the word embeddings e_i.
+      attention_rank: rank r of the low-rank bilinear score (U v) . (W e_i) / sqrt(r).
+      use_attention: False = mean of word embeddings (ablation).
+      loss_type: long-tail loss for every head: ce | logit_adjust | balanced_softmax.
+      tau: logit-adjustment temperature (Menon et al. 2021); balanced softmax uses 1.
+      classifier_type: linear or cosine for every head.
+      cosine_scale: initial (or fixed) scale of cosine classifiers.
+      learn_cosine_scale: learn the cosine scale.
+      visual_weight / semantic_weight / fused_weight: classification loss weights per head.
+      distill_weight, distill_temperature, distill_teacher: co-training distillation of the
+        teacher head's soft predictions (stop-gradient) into the visual head.
+      align_weight, align_direction: cosine alignment of v with s; the direction names which
+        side moves (the other side gets a stop-gradient); `both` moves both.
+      learning_rate, weight_decay, epochs, batch_size, seed: the schedule (AdamW, cosine decay).
+      crt_epochs: cRT stage 2 epochs (classifier re-training, balanced sampling, frozen tower).
+      balanced_sampling: sample classes uniformly during (stage-1) training.
+      augment: random flip / crop / brightness / contrast in the input pipeline.
+    """
+
+    model_type: str = "sicot"
+    backbone: str = "small"
+    image_size: int = 64
+    embedding_dim: int = 128
+    token_dim: int = 64
+    attention_rank: int = 32
+    use_attention: bool = True
+    loss_type: str = "logit_adjust"
+    tau: float = 1.0
+    classifier_type: str = "linear"
+    cosine_scale: float = 16.0
+    learn_cosine_scale: bool = True
+    visual_weight: float = 1.0
+    semantic_weight: float = 1.0
+    fused_weight: float = 1.0
+    distill_weight: float = 1.0
+    distill_temperature: float = 2.0
+    distill_teacher: str = "fused"
+    align_weight: float = 0.5
+    align_direction: str = "visual_to_semantic"
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    epochs: int = 10
+    batch_size: int = 64
+    seed: int = 0
+    crt_epochs: int = 3
+    balanced_sampling: bool = False
+    augment: bool = True
+
+    def __post_init__(self):
+        def check_choice(name, choices):
+            value = getattr(self, name)
+            if value not in choices:
+                raise ValueError(f"ModelConfig.{name}={value!r}: expected one of {list(choices)}")
+
+        check_choice("model_type", MODEL_TYPES)
+        check_choice("backbone", BACKBONES)
+        check_choice("loss_type", LOSS_TYPES)
+        check_choice("classifier_type", CLASSIFIER_TYPES)
+        check_choice("distill_teacher", DISTILL_TEACHERS)
+        check_choice("align_direction", ALIGN_DIRECTIONS)
+        for name in ("image_size", "embedding_dim", "token_dim", "attention_rank", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: must be >= 1")
+        for name in ("epochs", "crt_epochs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: must be >= 0")
+        for name in ("tau", "visual_weight", "semantic_weight", "fused_weight",
+                     "distill_weight", "align_weight", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: must be >= 0")
+        for name in ("learning_rate", "distill_temperature", "cosine_scale"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: must be > 0")
+
+    @property
+    def uses_text(self) -> bool:
+        """Whether the model has the word attention and the semantic / fused heads."""
+        return self.model_type == "sicot"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "ModelConfig":
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(f"ModelConfig: unknown keys {unknown}")
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
+        """Builds a config from a dict; a `preset` key starts from that preset."""
+        values = dict(values)
+        preset = values.pop("preset", None)
+        base = cls.preset(preset) if preset is not None else cls()
+        return base.replace(**values)
+
+    @classmethod
+    def preset(cls, name: str) -> "ModelConfig":
+        """The settings that define each model name (same backbone and schedule for all)."""
+        if name not in PRESET_NAMES:
+            raise ValueError(f"unknown model preset {name!r}: expected one of {list(PRESET_NAMES)}")
+        if name == "ce":
+            return cls(model_type="ce", loss_type="ce")
+        if name == "logit_adjust":
+            return cls(model_type="logit_adjust", loss_type="logit_adjust")
+        if name == "balanced_softmax":
+            return cls(model_type="balanced_softmax", loss_type="balanced_softmax")
+        if name == "crt":  # Kang et al. 2020: stage 1 plain CE, stage 2 balanced classifier.
+            return cls(model_type="crt", loss_type="ce")
+        if name == "cosine":
+            return cls(model_type="cosine", loss_type="logit_adjust", classifier_type="cosine")
+        if name == "sicot_no_attention":
+            return cls(model_type="sicot", use_attention=False)
+        if name == "sicot_no_cotraining":
+            return cls(model_type="sicot", distill_weight=0.0, align_weight=0.0)
+        return cls(model_type="sicot")

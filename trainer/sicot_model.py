@@ -1,0 +1,185 @@
+"""`SICoTModel`: visual tower, bilinear word attention and co-training heads, one Keras model.
+
+The same class trains the long-tail baselines (`model_type` other than `sicot`): they use the
+visual tower and visual head only, with the loss the config names.
+"""
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from sicot.trainer import long_tail_losses
+from sicot.trainer.bilinear_word_attention import BilinearWordAttention
+from sicot.trainer.classifier_head import ClassifierHead
+from sicot.trainer.model_config import ModelConfig
+from sicot.trainer.visual_tower import VisualTower
+
+IMAGE_INPUT = "image"
+TOKENS_INPUT = "tokens"
+
+
+@keras.saving.register_keras_serializable(package="sicot")
+class SICoTModel(keras.Model):
+    """Side-information co-training model (our reconstruction of SICoT, CIKM 2020).
+
+    v = VisualTower(image); (s, a) = BilinearWordAttention(v, tokens);
+    heads: visual(v), semantic(s), fused([v, s]).
+    Loss (in `compute_loss`, backend-agnostic):
+      w_v L(y, visual) + w_s L(y, semantic) + w_f L(y, fused)
+      + w_d T^2 KL(softmax(sg(teacher)/T) || softmax(visual/T)) + w_a (1 - cos(v, s))
+    where L is the long-tail loss of the config (CE / logit adjustment / balanced softmax with
+    the class prior from the training counts) and the teacher is the fused or semantic head.
+    Text terms are averaged over the examples that have text only. At query time the visual
+    head alone recognises an image; the fused head serves image + text queries.
+
+    Args:
+      num_classes: int. Number of training classes.
+      vocab_size: int. Number of token ids (vocabulary size + 2 for padding and OOV).
+      class_counts: list of ints. Training images per class id (the prior for the losses).
+      config: dict. A `ModelConfig` as a dict.
+
+    Call arguments:
+      inputs: dict with `image` float [B, S, S, 3] (0..255) and optionally `tokens` int [B, T].
+        Without `tokens`, only the visual outputs are computed.
+
+    Returns:
+      dict: `visual_logits` [B, C], `embedding` [B, D]; with tokens and a text model also
+      `semantic_logits`, `fused_logits` [B, C], `semantic` [B, D], `attention` [B, T].
+    """
+
+    def __init__(self, num_classes, vocab_size, class_counts, config=None, **kwargs):
+        super().__init__(**kwargs)
+        cfg = ModelConfig.from_dict(config or {})
+        class_counts = [int(c) for c in class_counts]
+        if len(class_counts) != int(num_classes):
+            raise ValueError(f"SICoTModel: {len(class_counts)} class_counts for "
+                             f"num_classes={num_classes}")
+        self.num_classes = int(num_classes)
+        self.vocab_size = int(vocab_size)
+        self.class_counts = class_counts
+        self.config = cfg.to_dict()
+        self.model_config = cfg
+        self._log_prior = long_tail_losses.log_class_prior(class_counts)
+
+        self.visual_tower = VisualTower(cfg.backbone, cfg.embedding_dim, name="visual_tower")
+        head_args = dict(classifier_type=cfg.classifier_type, scale=cfg.cosine_scale,
+                         learn_scale=cfg.learn_cosine_scale)
+        self.visual_head = ClassifierHead(self.num_classes, name="visual_head", **head_args)
+        if cfg.uses_text:
+            self.word_attention = BilinearWordAttention(
+                self.vocab_size, cfg.token_dim, cfg.attention_rank, cfg.embedding_dim,
+                use_attention=cfg.use_attention, name="word_attention")
+            self.semantic_head = ClassifierHead(self.num_classes, name="semantic_head",
+                                                **head_args)
+            self.fused_head = ClassifierHead(self.num_classes, name="fused_head", **head_args)
+        self._term_trackers = {}
+        for term in self._loss_term_names():
+            self._term_trackers[term] = keras.metrics.Mean(name=f"loss_{term}")
+        self.visual_accuracy = keras.metrics.SparseCategoricalAccuracy(name="visual_accuracy")
+        if cfg.uses_text:
+            self.fused_accuracy = keras.metrics.SparseCategoricalAccuracy(name="fused_accuracy")
+
+    def _loss_term_names(self):
+        if self.model_config.uses_text:
+            return ("visual", "semantic", "fused", "distill", "align")
+        return ("visual",)
+
+    def build(self, input_shape):
+        image_shape = tuple(input_shape[IMAGE_INPUT])
+        self.visual_tower.build(image_shape)
+        dim = self.model_config.embedding_dim
+        self.visual_head.build((None, dim))
+        if self.model_config.uses_text:
+            self.word_attention.build((None, dim), (None, None))
+            self.semantic_head.build((None, dim))
+            self.fused_head.build((None, 2 * dim))
+        self.built = True
+
+    def call(self, inputs, training=False):
+        visual = self.visual_tower(inputs[IMAGE_INPUT], training=training)
+        outputs = {"visual_logits": self.visual_head(visual), "embedding": visual}
+        if self.model_config.uses_text and TOKENS_INPUT in inputs:
+            semantic, attention = self.word_attention(visual, inputs[TOKENS_INPUT])
+            outputs["semantic"] = semantic
+            outputs["attention"] = attention
+            outputs["semantic_logits"] = self.semantic_head(semantic)
+            outputs["fused_logits"] = self.fused_head(ops.concatenate([visual, semantic], -1))
+        return outputs
+
+    def loss_terms(self, y, y_pred):
+        """Unweighted mean of each loss term over the batch: dict name -> scalar."""
+        cfg = self.model_config
+
+        def long_tail(logits):
+            return long_tail_losses.long_tail_cross_entropy(
+                y, logits, self._log_prior, cfg.loss_type, cfg.tau)
+
+        terms = {"visual": ops.mean(long_tail(y_pred["visual_logits"]))}
+        if not cfg.uses_text:
+            return terms
+        # An example has text when its attention weights sum to 1 (0 for all-padding text).
+        has_text = ops.sum(ops.stop_gradient(y_pred["attention"]), axis=-1)
+        text_count = ops.maximum(ops.sum(has_text), 1.0)
+
+        def text_mean(per_example):
+            return ops.sum(per_example * has_text) / text_count
+
+        terms["semantic"] = text_mean(long_tail(y_pred["semantic_logits"]))
+        terms["fused"] = ops.mean(long_tail(y_pred["fused_logits"]))
+        teacher = y_pred["fused_logits" if cfg.distill_teacher == "fused" else "semantic_logits"]
+        terms["distill"] = text_mean(long_tail_losses.distillation_loss(
+            y_pred["visual_logits"], teacher, cfg.distill_temperature))
+        terms["align"] = text_mean(long_tail_losses.cosine_alignment_loss(
+            y_pred["embedding"], y_pred["semantic"], cfg.align_direction))
+        return terms
+
+    def total_loss(self, terms):
+        cfg = self.model_config
+        weights = {"visual": cfg.visual_weight, "semantic": cfg.semantic_weight,
+                   "fused": cfg.fused_weight, "distill": cfg.distill_weight,
+                   "align": cfg.align_weight}
+        return sum(weights[name] * value for name, value in terms.items())
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss = self.total_loss(self.loss_terms(y, y_pred))
+        if self.losses:
+            loss = loss + ops.sum(self.losses)
+        return loss
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        for name, value in self.loss_terms(y, y_pred).items():
+            self._term_trackers[name].update_state(value)
+        self.visual_accuracy.update_state(y, y_pred["visual_logits"])
+        if "fused_logits" in y_pred:
+            self.fused_accuracy.update_state(y, y_pred["fused_logits"])
+        return self.get_metrics_result()
+
+    def reset_classifier(self, seed=None):
+        """Re-initialises the visual head (cRT stage 2)."""
+        head = self.visual_head
+        init = keras.initializers.GlorotUniform(seed=seed)
+        head.kernel.assign(init(head.kernel.shape))
+        if head.classifier_type == "linear":
+            head.bias.assign(ops.zeros(head.bias.shape))
+
+    def get_config(self):
+        # Exactly the __init__ arguments (no base Model config: this is a subclassed model).
+        return {"num_classes": self.num_classes, "vocab_size": self.vocab_size,
+                "class_counts": list(self.class_counts), "config": dict(self.config),
+                "name": self.name, "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def build_model(config: ModelConfig, num_classes: int, vocab_size: int, class_counts,
+                max_tokens: int) -> SICoTModel:
+    """A built `SICoTModel` for images [S, S, 3] and token sequences [max_tokens]."""
+    keras.utils.set_random_seed(config.seed)
+    model = SICoTModel(num_classes, vocab_size, list(np.asarray(class_counts).tolist()),
+                       config.to_dict(), name="sicot")
+    model.build({IMAGE_INPUT: (None, config.image_size, config.image_size, 3),
+                 TOKENS_INPUT: (None, max_tokens)})
+    return model
