@@ -1,0 +1,132 @@
+"""gRPC front end: `tensorflow.serving.PredictionService` and `tensorflow.serving.ModelService`.
+
+Built on the official servicer base classes and protos of tensorflow-serving-api, so any TF
+Serving client (its Python stubs, or any language's) talks to this server unchanged.
+Classify, Regress and MultiInference answer UNIMPLEMENTED: TF2 Keras exports only have predict
+signatures (tensorflow/serving issue 1512).
+"""
+from __future__ import annotations
+
+import functools
+import time
+
+import grpc
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
+                                     predict_pb2, prediction_service_pb2_grpc)
+
+from sicot.serving.errors import ServingError, invalid_argument
+
+_PREDICT_ONLY = ("{method} is not implemented by this server: TF2/Keras SavedModels have predict "
+                 "signatures only (no classification/regression SignatureDefs); use Predict "
+                 "with signature 'serving_default' or 'serving_image_text'.")
+
+
+def _instrumented(method_name: str):
+    """Times the call, counts it by status, and turns ServingError into a gRPC status."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def call(self, request, context):
+            started = time.perf_counter()
+            status = "OK"
+            try:
+                return fn(self, request, context)
+            except ServingError as e:
+                status = e.code.name
+                context.abort(e.code, e.message)
+            except Exception as e:  # a bug must still answer, and say what happened
+                status = "INTERNAL"
+                context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
+            finally:
+                self.server.metrics.observe_request("grpc", method_name, status,
+                                                    time.perf_counter() - started)
+
+        return call
+
+    return wrap
+
+
+def _version(model_spec) -> int | None:
+    if model_spec.HasField("version"):
+        return model_spec.version.value
+    if model_spec.version_label:
+        raise invalid_argument(f"Unrecognized servable version label: {model_spec.version_label} "
+                               "(this server has no version labels configured)")
+    return None
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, server):
+        self.server = server
+
+    @_instrumented("Predict")
+    def Predict(self, request, context):
+        import tensorflow as tf
+
+        spec = request.model_spec
+        inputs = {}
+        for name, proto in request.inputs.items():
+            try:
+                inputs[name] = tf.make_ndarray(proto)
+            except Exception as e:
+                raise invalid_argument(f"Input '{name}' is not a valid TensorProto: {e}")
+        version, signature, outputs = self.server.predict(
+            spec.name, _version(spec), spec.signature_name, inputs, list(request.output_filter))
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = spec.name
+        response.model_spec.version.value = version
+        response.model_spec.signature_name = signature
+        for name, array in outputs.items():
+            response.outputs[name].CopyFrom(tf.make_tensor_proto(array))
+        return response
+
+    @_instrumented("GetModelMetadata")
+    def GetModelMetadata(self, request, context):
+        fields = list(request.metadata_field)
+        if not fields:
+            raise invalid_argument("GetModelMetadataRequest must specify at least one metadata_field")
+        unsupported = [f for f in fields if f != "signature_def"]
+        if unsupported:
+            raise invalid_argument(f"Metadata field {unsupported[0]} is not supported")
+        version, signature_defs = self.server.metadata(request.model_spec.name,
+                                                       _version(request.model_spec))
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = request.model_spec.name
+        response.model_spec.version.value = version
+        response.metadata["signature_def"].Pack(signature_defs)
+        return response
+
+    @_instrumented("Classify")
+    def Classify(self, request, context):
+        raise ServingError(grpc.StatusCode.UNIMPLEMENTED, _PREDICT_ONLY.format(method="Classify"))
+
+    @_instrumented("Regress")
+    def Regress(self, request, context):
+        raise ServingError(grpc.StatusCode.UNIMPLEMENTED, _PREDICT_ONLY.format(method="Regress"))
+
+    @_instrumented("MultiInference")
+    def MultiInference(self, request, context):
+        raise ServingError(grpc.StatusCode.UNIMPLEMENTED, _PREDICT_ONLY.format(method="MultiInference"))
+
+
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, server):
+        self.server = server
+
+    @_instrumented("GetModelStatus")
+    def GetModelStatus(self, request, context):
+        return self.server.status_proto(request.model_spec.name, _version(request.model_spec))
+
+    @_instrumented("HandleReloadConfigRequest")
+    def HandleReloadConfigRequest(self, request, context):
+        raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
+                           "HandleReloadConfigRequest is not supported: this server serves one model "
+                           "from --model-base-path and finds new versions by polling")
+
+
+def add_services(grpc_server: grpc.Server, server) -> None:
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(server), grpc_server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(server), grpc_server)
+
+
+__all__ = ["add_services", "get_model_status_pb2"]
