@@ -1,0 +1,182 @@
+"""tf.Transform `preprocessing_fn`: raw product records -> model-ready features.
+
+Runs once over the data in the TFX Transform component (and in `transform_local` for the
+standalone trainer), and again inside every exported serving signature through the TFT layer,
+so training and serving see exactly the same decode, resize, tokenisation and vocabularies.
+
+Deterministic work only (decode, resize with padding, tokenise, vocabularies, class counts);
+random augmentation belongs to the trainer's tf.data input (it must change every epoch).
+
+Outputs (names in `features.py`):
+  image_xf   int64 [S, S, 3], 0..255: decoded RGB, resized keeping the aspect ratio (padded).
+  tokens_xf  int64 [T]: title + tags, case-folded, CJK characters split into single-character
+             tokens, punctuation dropped; 0 = padding, 1 = out of vocabulary, 2.. = vocab.
+  label_xf   int64: id in the frequency-sorted label vocabulary; unseen labels -> num_classes.
+  band_xf    bytes: many | medium | few, from the training count of the example's class.
+Vocabulary files: `tokens`, `label` and `label_counts` ('count label' lines, same order as
+`label`): the class counts the trainer uses for priors and the evaluator for bands.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from sicot.trainer import features
+
+# Han, Hiragana and Katakana are written without spaces between words: each character becomes
+# a token of its own (character unigrams are the usual bag-of-words unit for CJK titles).
+_CJK_CHARACTER = r"([\p{Han}\p{Hiragana}\p{Katakana}])"
+_PUNCTUATION_OR_SYMBOL = r"[\p{P}\p{S}]+"
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformConfig:
+    """Settings of `preprocessing_fn`, passed as the Transform component's custom_config.
+
+    Attributes:
+      image_size: side S of the square model input, pixels.
+      max_tokens: T, the number of title + tag tokens kept (the rest are cut).
+      vocab_size: at most this many tokens in the vocabulary (most frequent first).
+      min_token_count: tokens seen fewer times in training are out of vocabulary.
+      band_edges: (low, high): few < low <= medium <= high < many training images per class.
+    """
+
+    image_size: int = 64
+    max_tokens: int = 32
+    vocab_size: int = 50_000
+    min_token_count: int = 2
+    band_edges: tuple[int, int] = (20, 100)
+
+    def __post_init__(self):
+        if self.image_size < 8:
+            raise ValueError(f"image_size must be >= 8, got {self.image_size}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.vocab_size < 1 or self.min_token_count < 1:
+            raise ValueError(
+                f"vocab_size and min_token_count must be >= 1, got {self.vocab_size}, "
+                f"{self.min_token_count}")
+        low, high = self.band_edges
+        if not 0 < low <= high:
+            raise ValueError(f"band_edges must be 0 < low <= high, got {self.band_edges}")
+        object.__setattr__(self, "band_edges", (int(low), int(high)))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["band_edges"] = list(self.band_edges)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> "TransformConfig":
+        d = dict(d or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown TransformConfig keys {unknown}; known: {sorted(known)}")
+        if "band_edges" in d:
+            d["band_edges"] = tuple(d["band_edges"])
+        return cls(**d)
+
+
+def band_of_count(count: int, band_edges=(20, 100)) -> str:
+    """The band of a class with `count` training images (the rule `preprocessing_fn` applies)."""
+    low, high = band_edges
+    if count > high:
+        return "many"
+    if count >= low:
+        return "medium"
+    return "few"
+
+
+def _dense_scalar(x, default: str = ""):
+    """A raw feature as a dense [batch] string tensor, whatever the schema made of it.
+
+    A schema inferred by SchemaGen may parse a single-valued feature as a SparseTensor
+    [batch, None] (no shape) or a dense [batch, 1] tensor (inferred shape); tests and the local
+    transform parse it as dense [batch].
+    """
+    import tensorflow as tf
+
+    if isinstance(x, tf.SparseTensor):
+        x = tf.sparse.to_dense(
+            tf.SparseTensor(x.indices, x.values, [x.dense_shape[0], 1]), default_value=default)
+    if x.shape.rank == 2:
+        x = tf.squeeze(x, axis=1)
+    return x
+
+
+def decode_and_resize(image_bytes, image_size: int):
+    """Encoded JPEG/PNG bytes [batch] -> int64 RGB pixels [batch, S, S, 3], aspect kept."""
+    import tensorflow as tf
+
+    def one(b):
+        img = tf.io.decode_image(b, channels=3, expand_animations=False, dtype=tf.uint8)
+        img = tf.image.resize_with_pad(
+            tf.cast(img, tf.float32), image_size, image_size,
+            method=tf.image.ResizeMethod.BILINEAR, antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(img), 0.0, 255.0), tf.uint8)
+
+    pixels = tf.map_fn(
+        one, image_bytes,
+        fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8))
+    return tf.cast(pixels, tf.int64)
+
+
+def tokenize(title, tags):
+    """Title and '|'-joined tags [batch] -> RaggedTensor of string tokens [batch, None]."""
+    import tensorflow as tf
+    import tensorflow_text as tf_text
+
+    text = tf.strings.join([title, tags], separator=" ")
+    text = tf_text.case_fold_utf8(text)
+    text = tf.strings.regex_replace(text, _CJK_CHARACTER, r" \1 ")
+    text = tf.strings.regex_replace(text, _PUNCTUATION_OR_SYMBOL, " ")
+    return tf_text.WhitespaceTokenizer().tokenize(text)
+
+
+def preprocessing_fn(inputs, custom_config=None):
+    """tf.Transform entry point (TFX Transform: `sicot.trainer.preprocessing.preprocessing_fn`)."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    config = TransformConfig.from_dict(custom_config)
+    outputs = {}
+
+    image = _dense_scalar(inputs[features.IMAGE_KEY])
+    outputs[features.IMAGE_XF] = decode_and_resize(image, config.image_size)
+
+    tokens = tokenize(_dense_scalar(inputs[features.TITLE_KEY]),
+                      _dense_scalar(inputs[features.TAGS_KEY]))
+    tokens = tokens[:, :config.max_tokens]
+    token_ids = tft.compute_and_apply_vocabulary(
+        tokens.to_sparse(), top_k=config.vocab_size,
+        frequency_threshold=config.min_token_count, default_value=-1,
+        vocab_filename=features.TOKEN_VOCAB_NAME, name="token_vocabulary")
+    shifted = tf.where(token_ids.values < 0,
+                       tf.constant(features.OOV_TOKEN_ID, tf.int64),
+                       token_ids.values + features.FIRST_VOCAB_TOKEN_ID)
+    ragged_ids = tf.RaggedTensor.from_sparse(
+        tf.SparseTensor(token_ids.indices, shifted, token_ids.dense_shape))
+    outputs[features.TOKENS_XF] = ragged_ids.to_tensor(
+        default_value=features.PAD_TOKEN_ID, shape=[None, config.max_tokens])
+
+    label = _dense_scalar(inputs[features.LABEL_KEY])
+    label_id = tft.compute_and_apply_vocabulary(
+        label, num_oov_buckets=1, vocab_filename=features.LABEL_VOCAB_NAME,
+        name="label_vocabulary")
+    # Same analyzer input, same ordering (frequency, then key): line i of `label_counts` is
+    # class i. The trainer checks the two files agree.
+    tft.vocabulary(label, store_frequency=True, vocab_filename=features.LABEL_COUNTS_VOCAB_NAME,
+                   name="label_counts")
+    outputs[features.LABEL_XF] = label_id
+
+    # Ids follow descending training frequency, so each band is a range of ids: classes with
+    # more than `high` images come first, then those with at least `low`.
+    _, counts = tft.count_per_key(label, name="class_counts")
+    low, high = config.band_edges
+    num_many = tf.reduce_sum(tf.cast(counts > high, tf.int64))
+    num_many_or_medium = tf.reduce_sum(tf.cast(counts >= low, tf.int64))
+    outputs[features.BAND_XF] = tf.where(
+        label_id < num_many, tf.constant(b"many"),
+        tf.where(label_id < num_many_or_medium, tf.constant(b"medium"), tf.constant(b"few")))
+    return outputs
