@@ -1,0 +1,225 @@
+"""`sicot run` (the TFX pipeline on this machine) and `sicot compile` (Vertex pipeline JSON)."""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+
+
+def register(subparsers) -> None:
+    run = subparsers.add_parser(
+        "run", help="run the TFX pipeline locally (LocalDagRunner, Beam, SQLite MLMD)",
+        description="Run ExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> "
+                    "Transform -> Trainer -> Evaluator -> Pusher on this machine.")
+    run.add_argument("--data", required=True,
+                     help="dataset folder (train/test[/eval] .jsonl or .csv + images) or "
+                          "folder of imported <split>-*.tfrecord.gz")
+    run.add_argument("--pipeline-root", required=True,
+                     help="artifact root; MLMD lives in <root>/metadata.sqlite")
+    run.add_argument("--serving-dir", required=True,
+                     help="the Pusher writes blessed models to <dir>/<version>/")
+    _add_model_args(run)
+    run.add_argument("--beam-preset", default="direct",
+                     choices=["direct", "direct-parallel", "flink", "spark"],
+                     help="Beam runner preset (docs/pipeline.md); default direct (in memory)")
+    run.add_argument("--beam-args", default="",
+                     help="extra Beam flags, one quoted string, e.g. "
+                          "\"--direct_num_workers=2\" (appended to the preset's)")
+    run.add_argument("--no-cache", action="store_true",
+                     help="re-run every component even if its inputs are unchanged")
+    run.add_argument("--max-bad-fraction", type=float, default=None,
+                     help="fail ExampleGen when a split has a larger share of bad records")
+    run.add_argument("--pipeline-name", default="sicot")
+    run.set_defaults(handler=_run)
+
+    comp = subparsers.add_parser(
+        "compile", help="compile the pipeline for Vertex AI Pipelines (Kubeflow V2 JSON)")
+    comp.add_argument("--target", required=True, choices=["vertex"])
+    comp.add_argument("--out", required=True, help="pipeline JSON file to write")
+    comp.add_argument("--image", default=None,
+                      help="container image holding the sicot package "
+                           "(default: the TFX 1.16 image, which lacks it)")
+    comp.add_argument("--data", default="gs://YOUR_BUCKET/sicot/data")
+    comp.add_argument("--data-format", default="jsonl", choices=["jsonl", "csv", "tfrecord"])
+    comp.add_argument("--no-eval-split", action="store_true",
+                      help="the dataset has no eval split (the Trainer validates on test)")
+    comp.add_argument("--pipeline-root", default="gs://YOUR_BUCKET/sicot/tfx")
+    comp.add_argument("--serving-dir", default="gs://YOUR_BUCKET/sicot/serving")
+    _add_model_args(comp, schema_default=None)
+    comp.add_argument("--dataflow-project", default=None,
+                      help="run the Beam components on Dataflow in this project")
+    comp.add_argument("--dataflow-region", default=None)
+    comp.add_argument("--dataflow-temp", default=None, help="gs:// temp location for Dataflow")
+    comp.add_argument("--dataflow-setup-file", default=None,
+                      help="setup.py path inside the image (default: this repository's)")
+    comp.add_argument("--vertex-project", default=None,
+                      help="train on a Vertex AI custom job in this project")
+    comp.add_argument("--vertex-region", default="us-central1")
+    comp.add_argument("--machine-type", default="n1-standard-8")
+    comp.add_argument("--gpu-type", default="NVIDIA_TESLA_T4")
+    comp.add_argument("--gpu-count", type=int, default=1)
+    comp.add_argument("--pipeline-name", default="sicot")
+    comp.set_defaults(handler=_compile)
+
+
+def _add_model_args(parser: argparse.ArgumentParser, schema_default="curated") -> None:
+    parser.add_argument("--model", default="sicot",
+                        help="model preset (sicot, ce, logit_adjust, balanced_softmax, crt, "
+                             "cosine, sicot_no_attention, sicot_no_cotraining)")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--backbone", default=None, help="small | resnet50")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="Transform and model input size (pixels)")
+    parser.add_argument("--train-steps", type=int, default=None)
+    parser.add_argument("--eval-steps", type=int, default=None)
+    parser.add_argument("--schema", default=schema_default,
+                        help="'curated' (pipeline/schema/schema.pbtxt), 'infer' (SchemaGen "
+                             "from the train split) or a schema.pbtxt path")
+    parser.add_argument("--min-top1", type=float, default=None,
+                        help="bless only if overall image-only top-1 >= this")
+    parser.add_argument("--min-few-top1", type=float, default=None,
+                        help="bless only if few-shot band image-only top-1 >= this")
+    parser.add_argument("--max-top1-drop", type=float, default=None,
+                        help="bless only if overall top-1 drops at most this much against "
+                             "the last blessed model")
+
+
+def _settings(args) -> dict:
+    """create_pipeline keyword arguments shared by run and compile; UserError on bad values."""
+    from sicot.cli import UserError
+    from sicot.pipeline import configs
+
+    model = {"preset": args.model}
+    for key in ("epochs", "backbone", "image_size"):
+        value = getattr(args, key)
+        if value is not None:
+            model[key] = value
+    transform = {}
+    if args.image_size is not None:
+        transform["image_size"] = args.image_size
+    try:
+        from sicot.trainer.model_config import ModelConfig
+        ModelConfig.from_dict(model)
+    except ImportError:
+        pass
+    except (ValueError, TypeError) as e:
+        raise UserError(f"--model/--epochs/--backbone/--image-size: {e}") from e
+    for name in ("epochs", "train_steps", "eval_steps"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+
+    defaults = configs.BlessingThresholds()
+    try:
+        thresholds = configs.BlessingThresholds(
+            overall_min_top1=defaults.overall_min_top1 if args.min_top1 is None else args.min_top1,
+            few_min_top1=defaults.few_min_top1 if args.min_few_top1 is None else args.min_few_top1,
+            max_top1_drop=(defaults.max_top1_drop if args.max_top1_drop is None
+                           else args.max_top1_drop))
+    except ValueError as e:
+        raise UserError(str(e).replace("BlessingThresholds.", "threshold ")) from e
+
+    if args.schema in (None, "infer"):
+        schema_path = None
+    elif args.schema == "curated":
+        schema_path = configs.CURATED_SCHEMA
+    else:
+        if not args.schema.startswith("gs://") and not os.path.isfile(args.schema):
+            raise UserError(f"--schema {args.schema}: no such file")
+        schema_path = args.schema
+    return dict(
+        pipeline_name=args.pipeline_name,
+        model_config=model,
+        transform_config=transform,
+        schema_path=schema_path,
+        train_steps=args.train_steps,
+        eval_steps=args.eval_steps,
+        thresholds=thresholds,
+    )
+
+
+def _run(args) -> int:
+    from sicot.cli import UserError
+    from sicot.pipeline import configs, local_runner, run_summary
+    from sicot.pipeline import pipeline as sicot_pipeline
+
+    data = os.path.abspath(args.data)
+    try:
+        layout = sicot_pipeline.detect_dataset_layout(data)
+    except ValueError as e:
+        raise UserError(f"--data: {e}") from e
+    if args.max_bad_fraction is not None and not 0.0 <= args.max_bad_fraction <= 1.0:
+        raise UserError(f"--max-bad-fraction must be in [0, 1], got {args.max_bad_fraction}")
+    settings = _settings(args)
+    try:
+        beam_args = configs.beam_pipeline_args(args.beam_preset,
+                                               extra=shlex.split(args.beam_args))
+    except ValueError as e:
+        raise UserError(f"--beam-preset/--beam-args: {e}") from e
+    pipeline_root = os.path.abspath(args.pipeline_root)
+    serving_dir = os.path.abspath(args.serving_dir)
+    import_config = ({} if args.max_bad_fraction is None
+                     else {"max_bad_fraction": args.max_bad_fraction})
+    print(f"sicot run: {layout.data_format} dataset {data} (splits {', '.join(layout.splits)})"
+          + ("" if "eval" in layout.splits else "; no eval split: the Trainer validates on test"))
+    failure = None
+    try:
+        local_runner.run_local(
+            data_root=data, pipeline_root=pipeline_root, serving_dir=serving_dir,
+            dataset_layout=layout, beam_pipeline_args=beam_args,
+            enable_cache=not args.no_cache, import_config=import_config, **settings)
+    except Exception as e:  # noqa: BLE001 - print what ran before failing
+        failure = e
+    try:
+        runs = run_summary.latest_run(local_runner.metadata_path(pipeline_root),
+                                      args.pipeline_name)
+        print(run_summary.format_summary(runs, serving_dir))
+    except Exception as e:  # noqa: BLE001
+        print(f"(no run summary: {e})")
+    if failure is not None:
+        print(f"sicot run: the pipeline failed: {type(failure).__name__}: {failure}")
+        print("Fix the cause and run the same command again: components whose inputs did not "
+              "change are reused from the cache, so the run resumes at the failed component.")
+        return 1
+    return 0
+
+
+def _compile(args) -> int:
+    from sicot.cli import UserError
+    from sicot.pipeline import configs, kubeflow_v2_runner
+    from sicot.pipeline import pipeline as sicot_pipeline
+
+    settings = _settings(args)
+    splits = [s for s in configs.SPLITS if not (args.no_eval_split and s == "eval")]
+    if args.data_format == "tfrecord":
+        layout = sicot_pipeline.DatasetLayout(
+            "tfrecord", {s: sicot_pipeline.TFRECORD_PATTERN.format(split=s) for s in splits})
+    else:
+        layout = sicot_pipeline.DatasetLayout(
+            "manifest", {s: f"{s}.{args.data_format}" for s in splits})
+    beam_args = None
+    if args.dataflow_project:
+        try:
+            beam_args = configs.beam_pipeline_args(
+                "dataflow", project=args.dataflow_project, region=args.dataflow_region,
+                temp_location=args.dataflow_temp, setup_file=args.dataflow_setup_file)
+        except ValueError as e:
+            raise UserError(f"--dataflow-*: {e}") from e
+    trainer_custom_config = None
+    if args.vertex_project:
+        if not args.image:
+            raise UserError("--vertex-project needs --image (the training container)")
+        trainer_custom_config = configs.vertex_training_config(
+            project=args.vertex_project, region=args.vertex_region, image=args.image,
+            machine_type=args.machine_type, accelerator_type=args.gpu_type,
+            accelerator_count=args.gpu_count)
+    out = kubeflow_v2_runner.compile_vertex(
+        output_file=args.out, image=args.image or kubeflow_v2_runner.DEFAULT_IMAGE,
+        data_root=args.data, pipeline_root=args.pipeline_root, serving_dir=args.serving_dir,
+        dataset_layout=layout, beam_pipeline_args=beam_args,
+        trainer_custom_config=trainer_custom_config, **settings)
+    print(f"sicot compile: wrote {out}")
+    if not args.image:
+        print("note: the default image lacks the sicot package; pass --image with one that "
+              "has it before submitting (docs/pipeline.md)")
+    return 0

@@ -1,0 +1,103 @@
+"""Run the SICoT pipeline on this machine: LocalDagRunner, Beam DirectRunner, SQLite MLMD.
+
+Two ways in:
+  * `sicot run --data DIR --pipeline-root DIR --serving-dir DIR ...` calls `run_local`.
+  * the TFX CLI, which executes this file (so it builds the pipeline at import time from
+    environment variables, like the TFX template's local_runner.py):
+
+      export SICOT_DATA=/path/to/dataset SICOT_HOME=/path/to/work   # see ENV below
+      tfx pipeline create --engine local --pipeline_path pipeline/local_runner.py
+      tfx run create --engine local --pipeline_name sicot
+
+ENV (all optional except SICOT_DATA):
+  SICOT_DATA            dataset folder (manifests + images) or imported TFRecords
+  SICOT_HOME            work folder (default ./runs); pipeline root <home>/tfx/<name>,
+                        serving dir <home>/serving/<name>
+  SICOT_PIPELINE_ROOT, SICOT_SERVING_DIR   override those two
+  SICOT_PIPELINE_NAME   default "sicot"
+  SICOT_MODEL, SICOT_EPOCHS, SICOT_BACKBONE, SICOT_IMAGE_SIZE   model settings
+  SICOT_BEAM_PRESET     direct (default) | direct-parallel | flink | spark
+  SICOT_NO_CACHE=1      disable caching
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Optional, Sequence
+
+from sicot.pipeline import configs
+from sicot.pipeline import pipeline as sicot_pipeline
+
+METADATA_FILE = "metadata.sqlite"
+
+
+def metadata_path(pipeline_root: str) -> str:
+    """The SQLite MLMD file of a local pipeline root."""
+    return os.path.join(pipeline_root, METADATA_FILE)
+
+
+def build_local_pipeline(
+    *,
+    data_root: str,
+    pipeline_root: str,
+    serving_dir: str,
+    pipeline_name: str = configs.PIPELINE_NAME,
+    beam_pipeline_args: Optional[Sequence[str]] = None,
+    **settings: Any,
+):
+    """`create_pipeline` with the local MLMD (SQLite under the pipeline root)."""
+    from tfx import v1 as tfx
+
+    os.makedirs(pipeline_root, exist_ok=True)
+    return sicot_pipeline.create_pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        data_root=data_root,
+        serving_dir=serving_dir,
+        beam_pipeline_args=list(beam_pipeline_args or configs.beam_pipeline_args("direct")),
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            metadata_path(pipeline_root)),
+        **settings,
+    )
+
+
+def run_local(**kwargs: Any) -> None:
+    """Builds (see `build_local_pipeline`) and runs the pipeline; raises if a component fails."""
+    from tfx import v1 as tfx
+
+    tfx.orchestration.LocalDagRunner().run(build_local_pipeline(**kwargs))
+
+
+def settings_from_env(env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """`build_local_pipeline` keyword arguments from the SICOT_* environment variables."""
+    env = dict(os.environ if env is None else env)
+    if not env.get("SICOT_DATA"):
+        raise ValueError("set SICOT_DATA to the dataset folder (see pipeline/local_runner.py)")
+    name = env.get("SICOT_PIPELINE_NAME", configs.PIPELINE_NAME)
+    home = os.path.abspath(env.get("SICOT_HOME", "runs"))
+    model: Dict[str, Any] = {"preset": env.get("SICOT_MODEL", "sicot")}
+    if env.get("SICOT_EPOCHS"):
+        model["epochs"] = int(env["SICOT_EPOCHS"])
+    if env.get("SICOT_BACKBONE"):
+        model["backbone"] = env["SICOT_BACKBONE"]
+    transform: Dict[str, Any] = {}
+    if env.get("SICOT_IMAGE_SIZE"):
+        model["image_size"] = transform["image_size"] = int(env["SICOT_IMAGE_SIZE"])
+    return dict(
+        data_root=os.path.abspath(env["SICOT_DATA"]),
+        pipeline_name=name,
+        pipeline_root=os.path.abspath(env.get("SICOT_PIPELINE_ROOT",
+                                              os.path.join(home, "tfx", name))),
+        serving_dir=os.path.abspath(env.get("SICOT_SERVING_DIR",
+                                            os.path.join(home, "serving", name))),
+        model_config=model,
+        transform_config=transform,
+        beam_pipeline_args=configs.beam_pipeline_args(env.get("SICOT_BEAM_PRESET", "direct")),
+        enable_cache=env.get("SICOT_NO_CACHE", "") not in ("1", "true", "yes"),
+    )
+
+
+if __name__ == "__main__":
+    from absl import logging
+
+    logging.set_verbosity(logging.INFO)
+    run_local(**settings_from_env())

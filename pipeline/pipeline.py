@@ -1,0 +1,268 @@
+"""The SICoT TFX pipeline: ONE `create_pipeline(...)`, every setting a keyword argument.
+
+  ExampleGen (ManifestExampleGen over a dataset folder, or ImportExampleGen over
+    `<split>-*.tfrecord.gz`)
+  -> StatisticsGen -> SchemaGen (inferred from train) or ImportSchemaGen (curated schema)
+  -> ExampleValidator -> ValidationGate (raises on any anomaly; passes the schema on)
+  -> Transform (analyze train; transform every split)
+  -> Trainer (run_fn by dotted name; TensorBoard logs in the ModelRun artifact)
+  -> Evaluator (TFMA on the test split, sliced by band_xf; blessing thresholds, baseline =
+     latest blessed model) -> Pusher (TF Serving layout `<serving_dir>/<version>/`, blessed
+     models only).
+
+The pipeline never imports model code: Transform and Trainer get dotted names
+(`configs.PREPROCESSING_FN`, `configs.RUN_FN`); only `sicot.trainer.features` (names) is
+shared.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from sicot.pipeline import configs
+from sicot.trainer import features
+
+MANIFEST_EXTENSIONS = (".jsonl", ".csv")  # .jsonl wins when both exist (sicot.data.manifest)
+TFRECORD_PATTERN = "{split}-*.tfrecord.gz"
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetLayout:
+    """What ExampleGen reads: the format and split name -> file pattern inside the data root."""
+
+    data_format: str  # "manifest" or "tfrecord"
+    split_files: Dict[str, str]
+
+    @property
+    def splits(self) -> List[str]:
+        return list(self.split_files)
+
+
+def detect_dataset_layout(data_root: str) -> DatasetLayout:
+    """Looks at a data root: manifests (`train.jsonl`...) or imported TFRecords.
+
+    Raises ValueError naming the folder and what is missing: train and test are required,
+    eval is optional (without it the Trainer validates on test, see `create_pipeline`).
+    """
+    import tensorflow as tf
+
+    if not tf.io.gfile.isdir(data_root):
+        raise ValueError(f"data root {data_root} is not a folder")
+    manifests = {}
+    for split in configs.SPLITS:
+        for ext in MANIFEST_EXTENSIONS:
+            if tf.io.gfile.exists(os.path.join(data_root, split + ext)):
+                manifests[split] = split + ext
+                break
+    records = {split: TFRECORD_PATTERN.format(split=split) for split in configs.SPLITS
+               if tf.io.gfile.glob(os.path.join(data_root, TFRECORD_PATTERN.format(split=split)))}
+    if manifests and records:
+        raise ValueError(
+            f"data root {data_root} holds both manifests ({sorted(manifests.values())}) and "
+            f"TFRecords ({sorted(records.values())}); keep one kind")
+    layout = (DatasetLayout("manifest", manifests) if manifests
+              else DatasetLayout("tfrecord", records))
+    missing = [s for s in ("train", "test") if s not in layout.split_files]
+    if missing:
+        raise ValueError(
+            f"data root {data_root} has no {' and no '.join(missing)} split: expected "
+            + " / ".join(f"{s}.jsonl or {s}.csv" for s in missing)
+            + " (dataset folder) or " + " / ".join(TFRECORD_PATTERN.format(split=s) for s in missing)
+            + " (imported)")
+    return layout
+
+
+def _eval_config(thresholds: configs.BlessingThresholds):
+    import tensorflow_model_analysis as tfma
+
+    label_key = features.LABEL_XF
+    few_slice = tfma.SlicingSpec(feature_values={features.BAND_XF: "few"})
+
+    def top1_threshold(lower_bound: float, with_change: bool):
+        threshold = tfma.MetricThreshold(
+            value_threshold=tfma.GenericValueThreshold(lower_bound={"value": lower_bound}))
+        if with_change:
+            threshold.change_threshold.CopyFrom(tfma.GenericChangeThreshold(
+                direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+                absolute={"value": -thresholds.max_top1_drop}))
+        return threshold
+
+    blessing_output, other_output = configs.QUERY_MODES
+    top5 = tfma.MetricConfig(class_name="SparseTopKCategoricalAccuracy", config='{"k": 5}')
+    return tfma.EvalConfig(
+        model_specs=[tfma.ModelSpec(
+            signature_name=configs.EVAL_SIGNATURE,
+            preprocessing_function_names=[configs.TRANSFORM_SIGNATURE],
+            label_keys={mode: label_key for mode in configs.QUERY_MODES},
+        )],
+        slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[features.BAND_XF])],
+        metrics_specs=[
+            tfma.MetricsSpec(
+                output_names=[blessing_output],
+                metrics=[
+                    tfma.MetricConfig(class_name="ExampleCount"),
+                    tfma.MetricConfig(
+                        class_name="SparseCategoricalAccuracy",
+                        threshold=top1_threshold(thresholds.overall_min_top1, with_change=True),
+                        per_slice_thresholds=[tfma.PerSliceMetricThreshold(
+                            slicing_specs=[few_slice],
+                            threshold=top1_threshold(thresholds.few_min_top1, with_change=False))],
+                    ),
+                    top5,
+                ]),
+            tfma.MetricsSpec(
+                output_names=[other_output],
+                metrics=[tfma.MetricConfig(class_name="SparseCategoricalAccuracy"), top5]),
+        ],
+    )
+
+
+def create_pipeline(
+    *,
+    pipeline_name: str = configs.PIPELINE_NAME,
+    pipeline_root: str,
+    data_root: str,
+    serving_dir: str,
+    dataset_layout: Optional[DatasetLayout] = None,
+    model_config: Optional[Mapping[str, Any]] = None,
+    transform_config: Optional[Mapping[str, Any]] = None,
+    import_config: Optional[Mapping[str, Any]] = None,
+    schema_path: Optional[str] = configs.CURATED_SCHEMA,
+    train_steps: Optional[int] = None,
+    eval_steps: Optional[int] = None,
+    thresholds: configs.BlessingThresholds = configs.BlessingThresholds(),
+    beam_pipeline_args: Optional[Sequence[str]] = None,
+    metadata_connection_config=None,
+    enable_cache: bool = True,
+    trainer_custom_config: Optional[Mapping[str, Any]] = None,
+    preprocessing_fn: str = configs.PREPROCESSING_FN,
+    run_fn: str = configs.RUN_FN,
+    stop_after: Optional[str] = None,
+):
+    """Builds the SICoT `tfx.dsl.Pipeline`.
+
+    Args:
+      pipeline_name, pipeline_root: TFX pipeline name and artifact root.
+      data_root: dataset folder (manifests + images) or folder of imported TFRecords.
+      serving_dir: the Pusher's base directory (`<serving_dir>/<version>/saved_model.pb`).
+      dataset_layout: what ExampleGen reads; None = `detect_dataset_layout(data_root)` (give
+        it explicitly when compiling for a data root this machine cannot see).
+      model_config: `sicot.trainer.model_config.ModelConfig` fields (e.g. {"preset":
+        "sicot", "epochs": 1}); passed to run_fn as custom_config["model"].
+      transform_config: `TransformConfig.to_dict()`; the Transform custom_config.
+      import_config: `ImportConfig` fields for ManifestExampleGen (e.g. max_bad_fraction).
+      schema_path: curated schema (ImportSchemaGen); None = SchemaGen infers it from the
+        train split's statistics.
+      train_steps, eval_steps: Trainer TrainArgs/EvalArgs num_steps; None lets run_fn run its
+        epochs over the data.
+      thresholds: Evaluator blessing thresholds.
+      beam_pipeline_args: e.g. `configs.beam_pipeline_args("direct")`.
+      metadata_connection_config: MLMD connection (the local runner uses SQLite under the
+        pipeline root; None for Vertex).
+      enable_cache: reuse outputs of component runs whose inputs and settings are unchanged.
+      trainer_custom_config: extra Trainer custom_config (`configs.vertex_training_config`
+        switches the Trainer to a Vertex AI training job).
+      preprocessing_fn, run_fn: dotted names of the Transform and Trainer functions.
+      stop_after: build only the components up to this one ("validation", "transform",
+        "trainer"); None = the whole pipeline.
+    """
+    from tfx import v1 as tfx
+
+    from sicot.pipeline.manifest_example_gen import ManifestExampleGen
+    from sicot.pipeline.validation_gate import ValidationGate
+
+    if stop_after not in (None, "validation", "transform", "trainer"):
+        raise ValueError(f"stop_after must be validation, transform or trainer, got {stop_after!r}")
+    layout = dataset_layout or detect_dataset_layout(data_root)
+    splits = layout.splits
+    components = []
+
+    if layout.data_format == "manifest":
+        example_gen = ManifestExampleGen(
+            input_base=data_root, split_files=layout.split_files,
+            import_config=dict(import_config or {}))
+    elif layout.data_format == "tfrecord":
+        example_gen = tfx.components.ImportExampleGen(
+            input_base=data_root,
+            input_config=tfx.proto.Input(splits=[
+                tfx.proto.Input.Split(name=s, pattern=p) for s, p in layout.split_files.items()]))
+    else:
+        raise ValueError(f"unknown data format {layout.data_format!r}")
+    components.append(example_gen)
+
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    components.append(statistics_gen)
+    if schema_path:
+        schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path)
+    else:
+        # From train only: inferring over test too would make a feature missing in test
+        # optional instead of an anomaly.
+        schema_gen = tfx.components.SchemaGen(
+            statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True,
+            exclude_splits=[s for s in splits if s != "train"])
+    components.append(schema_gen)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    components.append(example_validator)
+    gate = ValidationGate(anomalies=example_validator.outputs["anomalies"],
+                          schema=schema_gen.outputs["schema"])
+    components.append(gate)
+
+    if stop_after != "validation":
+        transform = tfx.components.Transform(
+            examples=example_gen.outputs["examples"],
+            schema=gate.outputs["validated_schema"],
+            preprocessing_fn=preprocessing_fn,
+            custom_config=dict(transform_config or {}),
+            splits_config=tfx.proto.SplitsConfig(
+                analyze=list(configs.ANALYZE_SPLITS), transform=splits))
+        components.append(transform)
+
+    if stop_after not in ("validation", "transform"):
+        # The dataset format makes eval optional: without it the Trainer's per-epoch
+        # validation reads test (monitoring only; blessing is the Evaluator's job).
+        trainer_eval_split = "eval" if "eval" in splits else "test"
+        custom_config = {"model": dict(model_config or {})}
+        custom_config.update(trainer_custom_config or {})
+        trainer_kwargs = dict(
+            run_fn=run_fn,
+            examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            schema=gate.outputs["validated_schema"],
+            train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=train_steps),
+            eval_args=tfx.proto.EvalArgs(splits=[trainer_eval_split], num_steps=eval_steps),
+            custom_config=custom_config)
+        if custom_config.get("ai_platform_enable_vertex"):
+            trainer = tfx.extensions.google_cloud_ai_platform.Trainer(**trainer_kwargs)
+        else:
+            trainer = tfx.components.Trainer(**trainer_kwargs)
+        components.append(trainer)
+
+    if stop_after is None:
+        model_resolver = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        ).with_id("latest_blessed_model_resolver")
+        evaluator = tfx.components.Evaluator(
+            examples=example_gen.outputs["examples"],
+            example_splits=[configs.EVALUATE_SPLIT],
+            model=trainer.outputs["model"],
+            baseline_model=model_resolver.outputs["model"],
+            eval_config=_eval_config(thresholds))
+        pusher = tfx.components.Pusher(
+            model=trainer.outputs["model"],
+            model_blessing=evaluator.outputs["blessing"],
+            push_destination=tfx.proto.PushDestination(
+                filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)))
+        components += [model_resolver, evaluator, pusher]
+
+    return tfx.dsl.Pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        components=components,
+        enable_cache=enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(beam_pipeline_args or configs.beam_pipeline_args("direct")),
+    )

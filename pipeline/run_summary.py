@@ -1,0 +1,158 @@
+"""What a local pipeline run produced, read back from its MLMD store and the Evaluator output.
+
+`latest_run(pipeline_root, pipeline_name)` lists each component execution of the newest run
+with its state (COMPLETE, CACHED, FAILED...) and output artifact URIs; `band_metrics(uri)`
+reads TFMA's per-slice metrics (overall and by band_xf) for both query modes;
+`format_summary(...)` is what `sicot run` prints.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Optional, Tuple
+
+from sicot.pipeline import configs
+from sicot.trainer import features
+
+
+@dataclasses.dataclass
+class ComponentRun:
+    node_id: str
+    state: str  # MLMD execution state name: COMPLETE, CACHED, FAILED, RUNNING...
+    outputs: Dict[str, List[str]]  # output key -> artifact URIs
+    properties: Dict[str, Dict[str, object]]  # output key -> custom properties (first artifact)
+
+
+def latest_run(metadata_path: str, pipeline_name: str) -> Dict[str, ComponentRun]:
+    """node id -> ComponentRun of the newest pipeline run in a SQLite MLMD file."""
+    from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+    from tfx.orchestration import metadata
+
+    config = metadata.sqlite_metadata_connection_config(metadata_path)
+    store = metadata_store.MetadataStore(config)
+    runs = list(store.get_contexts_by_type("pipeline_run"))
+    pipeline_ctx = store.get_context_by_type_and_name("pipeline", pipeline_name)
+    if pipeline_ctx is None or not runs:
+        raise ValueError(f"no run of pipeline {pipeline_name!r} in {metadata_path}")
+    pipeline_execution_ids = {e.id for e in store.get_executions_by_context(pipeline_ctx.id)}
+    runs = [c for c in runs
+            if {e.id for e in store.get_executions_by_context(c.id)} & pipeline_execution_ids]
+    run = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
+    executions = store.get_executions_by_context(run.id)
+    result: Dict[str, ComponentRun] = {}
+    prefix = pipeline_name + "."
+    for execution in sorted(executions, key=lambda e: e.id):
+        node_id = None
+        for ctx in store.get_contexts_by_execution(execution.id):
+            if ctx.name.startswith(prefix) and ctx.type_id == _type_id(store, "node"):
+                node_id = ctx.name[len(prefix):]
+        if node_id is None:
+            continue
+        outputs: Dict[str, List[str]] = {}
+        props: Dict[str, Dict[str, object]] = {}
+        events = [e for e in store.get_events_by_execution_ids([execution.id])
+                  if e.type in (metadata_store_pb2.Event.OUTPUT,
+                                metadata_store_pb2.Event.DECLARED_OUTPUT)]
+        artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+        for event in events:
+            key = event.path.steps[0].key if event.path.steps else "?"
+            artifact = artifacts[event.artifact_id]
+            outputs.setdefault(key, []).append(artifact.uri)
+            if key not in props:
+                props[key] = {k: _value(v) for k, v in artifact.custom_properties.items()}
+        result[node_id] = ComponentRun(
+            node_id=node_id,
+            state=metadata_store_pb2.Execution.State.Name(execution.last_known_state),
+            outputs=outputs, properties=props)
+    return result
+
+
+def _type_id(store, name: str) -> int:
+    return store.get_context_type(name).id
+
+
+def _value(v):
+    for field in ("int_value", "double_value", "string_value"):
+        if v.HasField(field):
+            return getattr(v, field)
+    return None
+
+
+def band_metrics(evaluation_uri: str) -> Dict[Tuple[str, str], Dict[str, float]]:
+    """(slice, query mode) -> {"top1", "top5", "count"} from a TFMA Evaluator output.
+
+    slice is "overall" or a band name (many / medium / few).
+    """
+    import tensorflow_model_analysis as tfma
+    from tensorflow_model_analysis.writers import eval_config_writer
+
+    _, _, _, locations = eval_config_writer.load_eval_run(evaluation_uri)
+    model_name = "candidate" if "candidate" in (locations or {}) else None
+    result = tfma.load_eval_result(evaluation_uri, model_name=model_name)
+    table: Dict[Tuple[str, str], Dict[str, float]] = {}
+    for slice_key, metrics in result.slicing_metrics:
+        if not slice_key:
+            name = "overall"
+        elif len(slice_key) == 1 and slice_key[0][0] == features.BAND_XF:
+            band = slice_key[0][1]
+            name = band.decode() if isinstance(band, bytes) else str(band)
+        else:
+            continue
+        for mode in configs.QUERY_MODES:
+            values = metrics.get(mode, {}).get("", {})
+            row = {}
+            for metric, short in (("sparse_categorical_accuracy", "top1"),
+                                  ("sparse_top_k_categorical_accuracy", "top5"),
+                                  ("example_count", "count")):
+                if metric in values:
+                    value = values[metric]
+                    row[short] = float(value.get("doubleValue", value.get("value", 0.0)))
+            if row:
+                table[(name, mode)] = row
+    return table
+
+
+def format_band_table(table: Dict[Tuple[str, str], Dict[str, float]]) -> str:
+    order = ["overall", *features.BANDS]
+    lines = [f"{'slice':<8} {'query':<11} {'top-1':>6} {'top-5':>6} {'count':>6}"]
+    for name in order + sorted({n for n, _ in table} - set(order)):
+        for mode in configs.QUERY_MODES:
+            row = table.get((name, mode))
+            if row is None:
+                continue
+            count = row.get("count")
+            lines.append(f"{name:<8} {mode:<11} {row.get('top1', float('nan')):>6.3f} "
+                         f"{row.get('top5', float('nan')):>6.3f} "
+                         f"{'' if count is None else int(count):>6}")
+    return "\n".join(lines)
+
+
+def format_summary(runs: Dict[str, ComponentRun], serving_dir: Optional[str] = None) -> str:
+    """The text `sicot run` prints after a run."""
+    lines = ["Components (state, outputs):"]
+    for node_id, run in runs.items():
+        lines.append(f"  {node_id:<32} {run.state}")
+        for key, uris in sorted(run.outputs.items()):
+            for uri in uris:
+                lines.append(f"      {key}: {uri}")
+    trainer = runs.get("Trainer")
+    if trainer and trainer.outputs.get("model_run"):
+        logdir = trainer.outputs["model_run"][0]
+        lines.append(f"TensorBoard logs: {logdir}\n  open with: tensorboard --logdir {logdir}")
+    evaluator = runs.get("Evaluator")
+    if evaluator and evaluator.outputs.get("evaluation"):
+        blessed = evaluator.properties.get("blessing", {}).get("blessed")
+        lines.append(f"Evaluation ({configs.EVALUATE_SPLIT} split), blessed: "
+                     f"{'yes' if blessed == 1 else 'no'}")
+        try:
+            lines.append(format_band_table(band_metrics(evaluator.outputs["evaluation"][0])))
+        except Exception as e:  # noqa: BLE001 - the summary must not hide the run's outcome
+            lines.append(f"  (could not read the evaluation: {e})")
+    pusher = runs.get("Pusher")
+    if pusher:
+        pushed = pusher.properties.get("pushed_model", {})
+        if pushed.get("pushed") == 1:
+            lines.append(f"Pushed model: {pushed.get('pushed_destination')}")
+        else:
+            lines.append(f"Not pushed (model not blessed){'' if not serving_dir else '; serving dir ' + serving_dir}")
+    return "\n".join(lines)
