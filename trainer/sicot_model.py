@@ -145,11 +145,14 @@ class SICoTModel(keras.Model):
         loss = self.total_loss(self.loss_terms(y, y_pred))
         if self.losses:
             loss = loss + ops.sum(self.losses)
-        return loss
+        return _scale_loss_for_distribution(loss)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        # Weighted by the batch size, like Keras' own loss tracker (a last partial or empty
+        # batch must not count as much as a full one).
+        batch = ops.cast(ops.shape(y_pred["visual_logits"])[0], "float32")
         for name, value in self.loss_terms(y, y_pred).items():
-            self._term_trackers[name].update_state(value)
+            self._term_trackers[name].update_state(value, sample_weight=batch)
         self.visual_accuracy.update_state(y, y_pred["visual_logits"])
         if "fused_logits" in y_pred:
             self.fused_accuracy.update_state(y, y_pred["fused_logits"])
@@ -172,6 +175,17 @@ class SICoTModel(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def _scale_loss_for_distribution(loss):
+    """Per-replica mean loss / replicas (tf.distribute sums replica gradients); else as is."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replicas > 1:
+            loss = loss / replicas
+    return loss
 
 
 def build_model(config: ModelConfig, num_classes: int, vocab_size: int, class_counts,

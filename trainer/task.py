@@ -1,0 +1,146 @@
+"""TFX Trainer entry point: `run_fn` (named `sicot.trainer.task.run_fn` by the pipeline).
+
+The standalone `sicot train` builds a `tfx.components.FnArgs` and calls this same function,
+so both paths share the input, model, training schedule and export code.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+
+from sicot.trainer import features
+from sicot.trainer.model_config import ModelConfig
+
+logger = logging.getLogger(__name__)
+
+KERAS_MODEL_FILE = "model.keras"
+HISTORY_FILE = "history.json"
+
+
+def read_class_counts(tf_transform_output):
+    """(class names, training counts) in label-id order, from the `label_counts` vocabulary."""
+    names = [n.decode("utf-8") if isinstance(n, bytes) else n
+             for n in tf_transform_output.vocabulary_by_name(features.LABEL_VOCAB_NAME)]
+    path = tf_transform_output.vocabulary_file_by_name(features.LABEL_COUNTS_VOCAB_NAME)
+    import tensorflow as tf
+
+    counts_by_name = {}
+    with tf.io.gfile.GFile(path, "rb") as f:
+        for line_number, line in enumerate(f, 1):
+            line = line.rstrip(b"\n")
+            if not line:
+                continue
+            count, _, name = line.partition(b" ")
+            try:
+                counts_by_name[name.decode("utf-8")] = int(float(count))
+            except ValueError:
+                raise ValueError(f"{path}:{line_number}: expected 'count label', got {line!r}")
+    missing = [n for n in names if n not in counts_by_name]
+    if missing:
+        raise ValueError(f"{path}: no count for classes {missing[:5]} of the label vocabulary")
+    return names, [counts_by_name[n] for n in names]
+
+
+def model_shapes(tf_transform_output):
+    """(image size, max tokens, token id count) from the transformed feature spec."""
+    spec = tf_transform_output.transformed_feature_spec()
+    image_size = int(spec[features.IMAGE_XF].shape[0])
+    max_tokens = int(spec[features.TOKENS_XF].shape[0])
+    vocab_size = (tf_transform_output.vocabulary_size_by_name(features.TOKEN_VOCAB_NAME)
+                  + features.FIRST_VOCAB_TOKEN_ID)
+    return image_size, max_tokens, vocab_size
+
+
+def _optimizer(config: ModelConfig, total_steps: int, learning_rate=None):
+    import keras
+
+    lr = config.learning_rate if learning_rate is None else learning_rate
+    schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, total_steps),
+                                                      alpha=0.01)
+    return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
+
+
+def _steps_per_epoch(fn_args, config: ModelConfig, train_files) -> int:
+    train_steps = getattr(fn_args, "train_steps", None)
+    epochs = max(1, config.epochs)
+    if train_steps:
+        return max(1, math.ceil(int(train_steps) / epochs))
+    from sicot.trainer.input import count_records
+
+    return max(1, math.ceil(count_records(train_files) / config.batch_size))
+
+
+def run_fn(fn_args):
+    """Trains the model named by `fn_args.custom_config["model"]` and exports the SavedModel.
+
+    Schedule: `epochs` epochs of `train_steps / epochs` steps (or one pass over the training
+    files when train_steps is unset); for `crt`, then `crt_epochs` epochs of classifier-only
+    re-training with class-balanced sampling on the frozen visual tower (Kang et al. 2020).
+    """
+    import keras
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from sicot.trainer.input import make_dataset
+    from sicot.trainer.sicot_model import build_model
+
+    custom_config = dict(getattr(fn_args, "custom_config", None) or {})
+    config = ModelConfig.from_dict(custom_config.get("model", {}))
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    class_names, class_counts = read_class_counts(tf_transform_output)
+    image_size, max_tokens, vocab_size = model_shapes(tf_transform_output)
+    if image_size != config.image_size:
+        raise ValueError(f"ModelConfig.image_size={config.image_size} but the Transform output "
+                         f"has {image_size}x{image_size} images: set the model config's "
+                         f"image_size to the Transform's")
+    logger.info("training %s on %d classes (%d..%d images), vocab %d, %dpx", config.model_type,
+                len(class_names), min(class_counts), max(class_counts), vocab_size, image_size)
+
+    steps_per_epoch = _steps_per_epoch(fn_args, config, fn_args.train_files)
+    eval_steps = getattr(fn_args, "eval_steps", None) or None
+
+    def dataset(files, training, balanced):
+        return make_dataset(files, tf_transform_output, config.batch_size, training=training,
+                            augment=config.augment, class_counts=class_counts,
+                            balanced_sampling=balanced, seed=config.seed)
+
+    train_ds = dataset(fn_args.train_files, True, config.balanced_sampling)
+    eval_ds = dataset(fn_args.eval_files, False, False) if fn_args.eval_files else None
+
+    strategy = tf.distribute.MirroredStrategy()
+    with strategy.scope():
+        model = build_model(config, len(class_names), vocab_size, class_counts, max_tokens)
+        model.compile(optimizer=_optimizer(config, steps_per_epoch * config.epochs))
+    os.makedirs(fn_args.model_run_dir, exist_ok=True)
+    history = {}
+
+    def fit(epochs, log_dir, ds):
+        if epochs <= 0:
+            return
+        result = model.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                           validation_data=eval_ds, validation_steps=eval_steps,
+                           callbacks=[keras.callbacks.TensorBoard(log_dir=log_dir)], verbose=2)
+        for key, values in result.history.items():
+            history.setdefault(key, []).extend(float(v) for v in values)
+
+    fit(config.epochs, fn_args.model_run_dir, train_ds)
+    if config.model_type == "crt" and config.crt_epochs > 0:
+        # cRT stage 2: frozen tower (BN in inference mode), fresh classifier, balanced sampling.
+        with strategy.scope():
+            model.visual_tower.trainable = False
+            model.reset_classifier(seed=config.seed + 1)
+            model.compile(optimizer=_optimizer(config, steps_per_epoch * config.crt_epochs))
+        fit(config.crt_epochs, os.path.join(fn_args.model_run_dir, "crt_stage2"),
+            dataset(fn_args.train_files, True, True))
+        model.visual_tower.trainable = True
+
+    model.save(os.path.join(fn_args.model_run_dir, KERAS_MODEL_FILE))
+    with open(os.path.join(fn_args.model_run_dir, HISTORY_FILE), "w") as f:
+        json.dump({"config": config.to_dict(), "steps_per_epoch": steps_per_epoch,
+                   "history": history}, f, indent=2)
+    from sicot.serving.export import export_serving_model
+
+    export_serving_model(model, tf_transform_output, fn_args.serving_model_dir)
+    return model
