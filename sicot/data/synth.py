@@ -1,0 +1,361 @@
+"""`sicot synth`: a procedural long-tailed product data set in the SICoT dataset format.
+
+    sicot synth --out data/synth                       # 100 classes, imbalance 100, 64 px
+    sicot synth --out /tmp/m --classes 1000000 --metadata-only --max-per-class 1 \\
+        --eval-per-class 0 --test-per-class 0           # a million-class table, no images
+
+Classes are attribute tuples (brand, colour, material, pattern, category) picked from a space
+of 1,228,800 (`vocabulary.py`). About a third of the classes are picked as "siblings" of an
+earlier class that differ only in brand or material, so the data holds fine-grained pairs, and
+tail classes share attributes (and so title words) with head classes. Class order is shuffled
+with respect to attributes, then class i (0 = head) gets
+    n_i = round(max_per_class * imbalance ** (-i / (N - 1)))    (at least 1)
+training images: the exponential profile of CIFAR-LT / ImageNet-LT. Eval and test splits are
+class balanced (`eval_per_class`, `test_per_class`), as in long-tailed benchmarks.
+
+Titles and tags are noisy marketplace text: synonyms and non-English words for attributes,
+dropped and wrong attribute words, keywords of other products, promo phrases, shuffled word
+order, some empty titles and missing tags. The label is an opaque "sku-<hash of the attribute
+tuple>" that never appears in text or pixels.
+
+Every record is generated from its own random generator seeded by (seed, split, index), so
+the output is byte-identical for the same arguments however the work is split over processes
+(`--workers`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import multiprocessing
+import pathlib
+import random
+import shutil
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from sicot.data import vocabulary as vocab
+
+SPLITS = ("train", "eval", "test")
+FORMAT_VERSION = 1
+SIBLING_FRACTION = 0.35
+# Band edges used only for the printed summary; the trainer's band edges live in its Transform
+# config (few < 20 <= medium <= 100 < many training images).
+_SUMMARY_FEW_BELOW, _SUMMARY_MANY_ABOVE = 20, 100
+_OWNED_FILES = ("train.jsonl", "eval.jsonl", "test.jsonl", "classes.jsonl", "dataset.json")
+
+
+def _user_error(message):
+    from sicot.cli import UserError
+    return UserError(message)
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    classes: int = 100
+    imbalance: float = 100.0
+    max_per_class: int = 200
+    eval_per_class: int = 5
+    test_per_class: int = 10
+    image_size: int = 64
+    noise: float = 0.5
+    seed: int = 0
+    png_fraction: float = 0.1
+    metadata_only: bool = False
+    images_for: int = 0  # with metadata_only: render images for this many classes
+
+    def validate(self) -> None:
+        space = vocab.attribute_space_size()
+        checks = [
+            (1 <= self.classes <= space, f"--classes must be 1..{space}, got {self.classes}"),
+            (self.imbalance >= 1, f"--imbalance must be >= 1, got {self.imbalance}"),
+            (self.max_per_class >= 1, f"--max-per-class must be >= 1, got {self.max_per_class}"),
+            (self.eval_per_class >= 0, f"--eval-per-class must be >= 0, got {self.eval_per_class}"),
+            (self.test_per_class >= 0, f"--test-per-class must be >= 0, got {self.test_per_class}"),
+            (16 <= self.image_size <= 1024, f"--image-size must be 16..1024, got {self.image_size}"),
+            (0 <= self.noise <= 1, f"--noise must be in [0, 1], got {self.noise}"),
+            (0 <= self.png_fraction <= 1, f"--png-fraction must be in [0, 1], got {self.png_fraction}"),
+            (self.seed >= 0, f"--seed must be >= 0, got {self.seed}"),
+            (0 <= self.images_for <= self.classes,
+             f"--images-for must be 0..{self.classes} (the class count), got {self.images_for}"),
+            (self.metadata_only or not self.images_for,
+             "--images-for needs --metadata-only (without it every class gets images)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise _user_error(message)
+
+
+@dataclass(frozen=True)
+class SynthClass:
+    rank: int                       # 0 = most training images
+    label: str
+    attributes: tuple[int, ...]     # indices into vocabulary.ATTRIBUTES, in that order
+    train_count: int
+
+    def attribute_names(self) -> dict[str, str]:
+        return {name: values[i].name
+                for (name, values), i in zip(vocab.ATTRIBUTES, self.attributes)}
+
+
+def train_counts(num_classes: int, max_per_class: int, imbalance: float) -> list[int]:
+    """n_i = round(n_max * R^(-i/(N-1))), rounded half up, at least 1."""
+    if num_classes == 1:
+        return [max_per_class]
+    return [max(1, math.floor(max_per_class * imbalance ** (-i / (num_classes - 1)) + 0.5))
+            for i in range(num_classes)]
+
+
+def class_label(attributes: tuple[int, ...]) -> str:
+    """An opaque class name: a hash of the attribute names, so no word of it is in any text."""
+    names = "/".join(values[i].name for (_, values), i in zip(vocab.ATTRIBUTES, attributes))
+    return "sku-" + hashlib.sha1(names.encode("utf-8")).hexdigest()[:12]
+
+
+def choose_classes(config: SynthConfig) -> list[SynthClass]:
+    rng = random.Random(f"sicot-synth/{config.seed}/classes")
+    sizes = vocab.ATTRIBUTE_SIZES
+    brand_pos, material_pos = vocab.ATTRIBUTE_NAMES.index("brand"), vocab.ATTRIBUTE_NAMES.index("material")
+    chosen: list[tuple[int, ...]] = []
+    seen: set[tuple[int, ...]] = set()
+    while len(chosen) < config.classes:
+        if chosen and rng.random() < SIBLING_FRACTION:
+            # A fine-grained sibling: same product in another brand or material.
+            attrs = list(chosen[rng.randrange(len(chosen))])
+            pos = brand_pos if rng.random() < 0.6 else material_pos
+            attrs[pos] = rng.randrange(sizes[pos])
+            candidate = tuple(attrs)
+        else:
+            candidate = tuple(rng.randrange(n) for n in sizes)
+        if candidate not in seen:
+            seen.add(candidate)
+            chosen.append(candidate)
+    rng.shuffle(chosen)  # head/tail order independent of attributes and of sibling order
+    counts = train_counts(config.classes, config.max_per_class, config.imbalance)
+    return [SynthClass(rank, class_label(attrs), attrs, n)
+            for rank, (attrs, n) in enumerate(zip(chosen, counts))]
+
+
+def split_class_ranks(config: SynthConfig, classes: list[SynthClass], split: str) -> np.ndarray:
+    """The class rank of every record of a split, in manifest order (shuffled)."""
+    if split == "train":
+        counts = np.array([c.train_count for c in classes], np.int64)
+    else:
+        per_class = config.eval_per_class if split == "eval" else config.test_per_class
+        counts = np.full(len(classes), per_class, np.int64)
+    ranks = np.repeat(np.arange(len(classes), dtype=np.int32), counts)
+    order_rng = np.random.default_rng([config.seed, SPLITS.index(split), 7919])
+    return ranks[order_rng.permutation(len(ranks))]
+
+
+def rendered_ranks(config: SynthConfig) -> set[int] | None:
+    """Class ranks that get images (None = all), spread evenly from head to tail."""
+    if not config.metadata_only:
+        return None
+    k, n = config.images_for, config.classes
+    if k == 0:
+        return set()
+    if k == 1:
+        return {0}
+    return {math.floor(j * (n - 1) / (k - 1) + 0.5) for j in range(k)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Text
+
+
+def _word(values, index, rng):
+    return rng.choice(values[index].words)
+
+
+def make_text(attributes: tuple[int, ...], noise: float, rng: random.Random) -> tuple[str, list[str]]:
+    """A noisy marketplace title and tag list for a product with these attributes."""
+    p_drop, p_wrong = 0.7 * noise, 0.3 * noise
+    words = []
+    for (_, values), true_index in zip(vocab.ATTRIBUTES, attributes):
+        r = rng.random()
+        if r < p_drop:
+            continue
+        if r < p_drop + p_wrong:  # a wrong attribute word (seller error or keyword stuffing)
+            words.append(_word(values, rng.randrange(len(values)), rng))
+        else:
+            words.append(_word(values, true_index, rng))
+    if rng.random() < 0.6 * noise:  # keywords of other products
+        for _ in range(rng.randint(1, 2)):
+            _, values = vocab.ATTRIBUTES[rng.choice((1, 4))]  # colour or category words
+            words.append(_word(values, rng.randrange(len(values)), rng))
+    for _ in range(rng.randint(0, 2)):
+        words.append(rng.choice(vocab.FILLER_WORDS))
+    if rng.random() < 0.5 + 0.5 * noise:
+        rng.shuffle(words)
+    for _ in range(sum(rng.random() < noise for _ in range(2))):  # promo phrases lead or trail
+        promo = rng.choice(vocab.PROMO_WORDS)
+        if rng.random() < 0.5:
+            words.insert(0, promo)
+        else:
+            words.append(promo)
+    title = "" if rng.random() < 0.06 * noise else " ".join(words)
+
+    tags: list[str] = []
+    if rng.random() >= 0.3 * noise:
+        for _ in range(rng.randint(1, 4)):
+            r = rng.random()
+            if r < 0.25 * noise:
+                tags.append(rng.choice(vocab.PROMO_WORDS))
+                continue
+            position = rng.randrange(len(vocab.ATTRIBUTES))
+            _, values = vocab.ATTRIBUTES[position]
+            index = attributes[position] if r >= 0.25 * noise + p_wrong else rng.randrange(len(values))
+            tags.append(_word(values, index, rng))
+        tags = list(dict.fromkeys(tags))  # no repeated tag
+    return title, tags
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
+
+
+@dataclass(frozen=True)
+class _Job:
+    config: SynthConfig
+    classes: list[SynthClass]
+    rendered: set[int] | None
+    out_dir: pathlib.Path
+    split: str
+    ranks: np.ndarray
+    digits: int
+
+
+def make_record(job: _Job, index: int) -> dict:
+    """The manifest record of one example; writes its image file when the class is rendered."""
+    config = job.config
+    cls = job.classes[int(job.ranks[index])]
+    rng = random.Random(f"sicot-synth/{config.seed}/{job.split}/{index}")
+    title, tags = make_text(cls.attributes, config.noise, rng)
+    image = None
+    image_seed = rng.getrandbits(64)
+    fmt = "png" if rng.random() < config.png_fraction else "jpeg"
+    quality = rng.randint(70, 95)
+    if job.rendered is None or cls.rank in job.rendered:
+        from sicot.data import render
+        img = render.render_product(cls.attributes, config.image_size, np.random.default_rng(image_seed))
+        image = f"images/{job.split}/{index:0{job.digits}d}.{'png' if fmt == 'png' else 'jpg'}"
+        (job.out_dir / image).write_bytes(render.encode(img, fmt, quality))
+    return {"image": image, "title": title, "tags": tags, "label": cls.label}
+
+
+_WORKER_JOB: _Job | None = None
+
+
+def _chunk_lines(bounds: tuple[int, int]) -> list[str]:
+    return [json.dumps(make_record(_WORKER_JOB, i), ensure_ascii=False)
+            for i in range(*bounds)]
+
+
+def _prepare_out_dir(out_dir: pathlib.Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise _user_error(f"--out {out_dir} exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not (out_dir / "dataset.json").is_file():
+            raise _user_error(f"--out {out_dir} is not empty and holds no sicot synth data set "
+                              "(dataset.json); choose an empty or new folder")
+        for name in _OWNED_FILES:  # regenerate a previous synth data set in place
+            (out_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(out_dir / "images", ignore_errors=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+@dataclass(frozen=True)
+class SynthSummary:
+    out_dir: pathlib.Path
+    records: dict[str, int]
+    images: int
+    bands: dict[str, int]
+    seconds: float
+
+
+def generate(config: SynthConfig, out_dir, workers: int = 1, progress: bool = True,
+             log=print) -> SynthSummary:
+    """Write the data set to `out_dir`: <split>.jsonl, images/<split>/, classes.jsonl,
+    dataset.json. Deterministic for the config, whatever `workers` is."""
+    from tqdm import tqdm
+
+    global _WORKER_JOB
+    config.validate()
+    if workers < 1:
+        raise _user_error(f"--workers must be >= 1, got {workers}")
+    start = time.monotonic()
+    out_dir = pathlib.Path(out_dir)
+    _prepare_out_dir(out_dir)
+    classes = choose_classes(config)
+    rendered = rendered_ranks(config)
+    plans = {split: split_class_ranks(config, classes, split) for split in SPLITS}
+    total = sum(len(r) for r in plans.values())
+
+    with open(out_dir / "classes.jsonl", "w", encoding="utf-8") as f:
+        for c in classes:
+            f.write(json.dumps({"label": c.label, "rank": c.rank, "train_count": c.train_count,
+                                "attributes": c.attribute_names()}, ensure_ascii=False) + "\n")
+
+    images = 0
+    bar = tqdm(total=total, unit="rec", desc="sicot synth", disable=not progress, mininterval=1)
+    pool = None
+    try:
+        for split in SPLITS:
+            ranks = plans[split]
+            job = _Job(config, classes, rendered, out_dir, split, ranks,
+                       max(6, len(str(max(len(ranks) - 1, 0)))))
+            if rendered is None or rendered:
+                (out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
+            _WORKER_JOB = job
+            chunk = 256 if not config.metadata_only else 4096
+            bounds = [(s, min(s + chunk, len(ranks))) for s in range(0, len(ranks), chunk)]
+            if workers > 1 and len(bounds) > 1:
+                # Fork after setting the job so workers inherit it instead of unpickling classes.
+                pool = multiprocessing.get_context("fork").Pool(workers)
+                chunks = pool.imap(_chunk_lines, bounds)
+            else:
+                chunks = map(_chunk_lines, bounds)
+            with open(out_dir / f"{split}.jsonl", "w", encoding="utf-8") as f:
+                for (lo, hi), lines in zip(bounds, chunks):
+                    f.write("".join(line + "\n" for line in lines))
+                    bar.update(hi - lo)
+            if pool is not None:
+                pool.close()
+                pool.join()
+                pool = None
+            if rendered is None:
+                images += len(ranks)
+            else:
+                images += int(np.isin(ranks, list(rendered)).sum()) if rendered else 0
+    finally:
+        bar.close()
+        _WORKER_JOB = None
+        if pool is not None:
+            pool.terminate()
+
+    records = {split: int(len(plans[split])) for split in SPLITS}
+    counts = [c.train_count for c in classes]
+    bands = {"many": sum(n > _SUMMARY_MANY_ABOVE for n in counts),
+             "medium": sum(_SUMMARY_FEW_BELOW <= n <= _SUMMARY_MANY_ABOVE for n in counts),
+             "few": sum(n < _SUMMARY_FEW_BELOW for n in counts)}
+    meta = {
+        "generator": "sicot synth",
+        "format_version": FORMAT_VERSION,
+        "settings": dataclasses.asdict(config),
+        "num_classes": config.classes,
+        "records": records,
+        "images": images,
+        "attribute_space": dict(zip(vocab.ATTRIBUTE_NAMES, vocab.ATTRIBUTE_SIZES)),
+    }
+    (out_dir / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    seconds = time.monotonic() - start
+    log(f"sicot synth: {config.classes} classes, records train={records['train']} "
+        f"eval={records['eval']} test={records['test']}, {images} images, "
+        f"bands (training images per class) many>{_SUMMARY_MANY_ABOVE}: {bands['many']}, "
+        f"medium {_SUMMARY_FEW_BELOW}-{_SUMMARY_MANY_ABOVE}: {bands['medium']}, "
+        f"few<{_SUMMARY_FEW_BELOW}: {bands['few']}; {seconds:.1f}s -> {out_dir}")
+    return SynthSummary(out_dir, records, images, bands, seconds)
