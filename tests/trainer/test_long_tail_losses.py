@@ -1,0 +1,83 @@
+"""Losses against numpy references."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sicot.trainer import long_tail_losses as L
+
+COUNTS = np.array([100, 30, 5, 1])
+RNG = np.random.RandomState(0)
+LOGITS = RNG.randn(6, 4).astype("float32") * 2
+LABELS = np.array([0, 1, 2, 3, 3, 2])
+
+
+def _np_ce(logits, labels):
+    z = logits - logits.max(-1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    return -log_p[np.arange(len(labels)), labels]
+
+
+def test_log_prior():
+    np.testing.assert_allclose(L.log_class_prior(COUNTS), np.log(COUNTS / COUNTS.sum()),
+                               rtol=1e-6)
+    assert np.isfinite(L.log_class_prior([3, 0])).all()
+
+
+@pytest.mark.parametrize("loss_type, tau, shift", [
+    ("ce", 1.0, 0.0), ("logit_adjust", 0.5, 0.5), ("logit_adjust", 2.0, 2.0),
+    ("balanced_softmax", 2.0, 1.0)])
+def test_long_tail_cross_entropy_matches_numpy(loss_type, tau, shift):
+    log_prior = L.log_class_prior(COUNTS)
+    got = np.asarray(L.long_tail_cross_entropy(LABELS, LOGITS, log_prior, loss_type, tau))
+    ref = _np_ce(LOGITS + shift * np.log(COUNTS / COUNTS.sum()), LABELS)
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+
+
+def test_logit_adjustment_penalises_tail_predictions_less_than_ce():
+    # Same logits: the adjusted loss is larger on a tail label (the model must push its
+    # logit beyond the prior) and smaller on a head label.
+    log_prior = L.log_class_prior(COUNTS)
+    ce = np.asarray(L.long_tail_cross_entropy(LABELS, LOGITS, log_prior, "ce"))
+    la = np.asarray(L.long_tail_cross_entropy(LABELS, LOGITS, log_prior, "logit_adjust"))
+    assert la[3] > ce[3] and la[0] < ce[0]
+
+
+def test_unseen_label_has_zero_loss():
+    got = np.asarray(L.long_tail_cross_entropy(np.array([4, 0]), LOGITS[:2],
+                                               L.log_class_prior(COUNTS), "ce"))
+    assert got[0] == 0 and got[1] > 0
+
+
+def test_unknown_loss_type():
+    with pytest.raises(ValueError, match="focal"):
+        L.long_tail_cross_entropy(LABELS, LOGITS, L.log_class_prior(COUNTS), "focal")
+
+
+def test_distillation_matches_numpy_kl_and_stops_teacher_gradient():
+    t = 3.0
+    teacher = RNG.randn(6, 4).astype("float32")
+    got = np.asarray(L.distillation_loss(LOGITS, teacher, t))
+    pt = np.exp(teacher / t) / np.exp(teacher / t).sum(-1, keepdims=True)
+    ps = np.exp(LOGITS / t) / np.exp(LOGITS / t).sum(-1, keepdims=True)
+    np.testing.assert_allclose(got, (pt * np.log(pt / ps)).sum(-1) * t * t, rtol=1e-4)
+    s, tv = tf.Variable(LOGITS), tf.Variable(teacher)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(L.distillation_loss(s, tv, t))
+    gs, gt = tape.gradient(loss, [s, tv])
+    assert gt is None and np.abs(gs.numpy()).sum() > 0
+
+
+@pytest.mark.parametrize("direction, moves_v, moves_s", [
+    ("visual_to_semantic", True, False), ("semantic_to_visual", False, True),
+    ("both", True, True)])
+def test_alignment_direction_controls_which_side_moves(direction, moves_v, moves_s):
+    v, s = tf.Variable(RNG.randn(3, 5).astype("float32")), tf.Variable(
+        RNG.randn(3, 5).astype("float32"))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(L.cosine_alignment_loss(v, s, direction))
+    gv, gs = tape.gradient(loss, [v, s])
+    assert (gv is not None) == moves_v and (gs is not None) == moves_s
+    ref = 1 - (v.numpy() * s.numpy()).sum(-1) / (
+        np.linalg.norm(v.numpy(), axis=-1) * np.linalg.norm(s.numpy(), axis=-1))
+    np.testing.assert_allclose(
+        np.asarray(L.cosine_alignment_loss(v, s, direction)), ref, rtol=1e-5)

@@ -1,0 +1,115 @@
+"""SICoTModel: outputs, multi-head loss, one training step, save/load."""
+import keras
+import numpy as np
+import pytest
+
+from sicot.trainer.model_config import ModelConfig
+from sicot.trainer.sicot_model import SICoTModel, build_model
+
+COUNTS = [20, 8, 3, 1]
+SMALL = dict(image_size=16, embedding_dim=8, token_dim=6, attention_rank=3, batch_size=8)
+
+
+def _model(preset, **changes):
+    cfg = ModelConfig.preset(preset).replace(**SMALL, **changes)
+    return build_model(cfg, num_classes=4, vocab_size=12, class_counts=COUNTS, max_tokens=5)
+
+
+def _batch(n=8, seed=0):
+    rng = np.random.RandomState(seed)
+    labels = np.arange(n) % 4
+    images = rng.rand(n, 16, 16, 3).astype("float32") * 40 + labels[:, None, None, None] * 50
+    tokens = np.stack([[2 + k, 6, 0, 0, 0] for k in labels]).astype("int32")
+    tokens[0] = 0  # one example without text
+    return {"image": images, "tokens": tokens}, labels.astype("int32")
+
+
+def test_outputs_of_sicot_and_of_a_visual_only_baseline():
+    x, _ = _batch()
+    out = _model("sicot")(x)
+    assert set(out) == {"visual_logits", "embedding", "semantic", "attention",
+                        "semantic_logits", "fused_logits"}
+    assert out["fused_logits"].shape == (8, 4) and out["attention"].shape == (8, 5)
+    assert set(_model("ce")(x)) == {"visual_logits", "embedding"}
+    # Image-only call of the text model: visual outputs only.
+    assert set(_model("sicot")({"image": x["image"]})) == {"visual_logits", "embedding"}
+
+
+def test_loss_is_the_weighted_sum_of_its_terms_and_text_terms_skip_empty_text():
+    x, y = _batch()
+    model = _model("sicot", align_weight=0.25, distill_weight=2.0)
+    out = model(x)
+    terms = {k: float(v) for k, v in model.loss_terms(y, out).items()}
+    total = float(model.compute_loss(x, y, out))
+    expected = (terms["visual"] + terms["semantic"] + terms["fused"] + 2.0 * terms["distill"]
+                + 0.25 * terms["align"])
+    np.testing.assert_allclose(total, expected, rtol=1e-5)
+    # The align term averages over the 7 examples with text only.
+    v, s = np.asarray(out["embedding"]), np.asarray(out["semantic"])
+    cos = (v * s).sum(-1) / (np.linalg.norm(v, axis=-1) * np.linalg.norm(s, axis=-1) + 1e-12)
+    np.testing.assert_allclose(terms["align"], (1 - cos[1:]).mean(), rtol=1e-4)
+    assert np.isfinite(list(terms.values())).all()
+
+
+def test_without_cotraining_the_terms_have_zero_weight():
+    x, y = _batch()
+    model = _model("sicot_no_cotraining")
+    out = model(x)
+    terms = model.loss_terms(y, out)
+    np.testing.assert_allclose(
+        float(model.compute_loss(x, y, out)),
+        float(terms["visual"]) + float(terms["semantic"]) + float(terms["fused"]), rtol=1e-5)
+
+
+@pytest.mark.parametrize("preset", ["sicot", "ce", "cosine", "balanced_softmax"])
+def test_training_steps_reduce_the_loss(preset):
+    x, y = _batch()
+    model = _model(preset, augment=False)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+
+    def loss():  # training-mode forward pass: deterministic (no dropout), batch statistics
+        return float(model.compute_loss(x, y, model(x, training=True)))
+
+    before = loss()
+    for _ in range(3):
+        model.train_on_batch(x, y)
+    after = loss()
+    assert after < before
+
+
+def test_save_and_load_keras_file_gives_equal_outputs(tmp_path):
+    x, y = _batch()
+    model = _model("sicot", classifier_type="cosine")
+    model.compile(optimizer="adam")
+    model.fit(x, y, epochs=1, verbose=0)  # moves BN statistics off their initial values
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, SICoTModel) and loaded.get_config() == model.get_config()
+    a, b = model(x), loaded(x)
+    for key in a:
+        np.testing.assert_allclose(np.asarray(a[key]), np.asarray(b[key]), rtol=1e-5, atol=1e-6)
+
+
+def test_get_config_is_exactly_the_init_arguments():
+    import inspect
+
+    model = _model("sicot")
+    init_args = set(inspect.signature(SICoTModel.__init__).parameters) - {"self", "kwargs"}
+    assert set(model.get_config()) - {"name", "trainable"} == init_args
+    assert ModelConfig.from_dict(model.get_config()["config"]) == model.model_config
+
+
+def test_class_counts_must_match_num_classes():
+    with pytest.raises(ValueError, match="class_counts"):
+        SICoTModel(3, 10, [1, 2], ModelConfig().to_dict())
+
+
+def test_reset_classifier_changes_only_the_visual_head():
+    model = _model("crt")
+    tower = [w.copy() for w in model.visual_tower.get_weights()]
+    kernel = np.asarray(model.visual_head.kernel).copy()
+    model.reset_classifier(seed=3)
+    assert not np.allclose(kernel, np.asarray(model.visual_head.kernel))
+    for a, b in zip(tower, model.visual_tower.get_weights()):
+        np.testing.assert_array_equal(a, b)
