@@ -127,6 +127,26 @@ def start_server(base_path: str, model_name: str = "sicot", **kwargs) -> ModelSe
     return ModelServer(options).start()
 
 
+@pytest.fixture(name="push_version")
+def push_version_fixture():
+    """The Pusher-like copy, as a fixture (test modules cannot import conftest)."""
+    return push_version
+
+
+@pytest.fixture()
+def server_factory():
+    """`server_factory(base_path, **ServerOptions fields)` starts a server, stopped after the test."""
+    servers = []
+
+    def factory(base_path, **kwargs):
+        servers.append(start_server(base_path, **kwargs))
+        return servers[-1]
+
+    yield factory
+    for server in servers:
+        server.stop()
+
+
 @pytest.fixture()
 def fixture_server(fixture_base_path):
     server = start_server(fixture_base_path, poll_seconds=0.2)
