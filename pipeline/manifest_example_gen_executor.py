@@ -8,8 +8,10 @@ either in the split's TFRecords or in `quarantine.jsonl` (one file for all split
 `{"split", "source", "record", "reason"}`) next to the `Split-*` folders of the Examples
 artifact; `import_counts-<split>.json` holds the counts. The component fails, naming the
 manifest, the share and the most common reasons, when a split's bad share exceeds
-`ImportConfig.max_bad_fraction` (or a split has no good record at all). The files it wrote
-stay in the artifact folder (not published) so that nothing is lost.
+`ImportConfig.max_bad_fraction` (or a split has no good record at all); TFX then deletes the
+unpublished outputs, so the quarantine file is first copied to
+`<pipeline root>/<component id>/failed_quarantine/<execution>/quarantine.jsonl`, named in the
+error, so that nothing is lost.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from tfx.utils import proto_utils
 IMPORT_CONFIG_KEY = "import_config"
 QUARANTINE_FILE = "quarantine.jsonl"
 COUNTS_FILE_PREFIX = "import_counts-"
+FAILED_QUARANTINE_DIR = "failed_quarantine"  # <component dir>/failed_quarantine/<id>/
 _QUARANTINE_TAG = "quarantine"
 
 
@@ -207,9 +210,14 @@ class ManifestExampleGenExecutor(BaseExampleGenExecutor):
                     f"split '{name}' ({manifests[name]}): {bad} of {total} records quarantined "
                     f"({bad / total:.1%} > max_bad_fraction {max_bad_fraction:.1%}): {top}")
         if problems:
+            # TFX deletes the outputs of a failed execution: keep the quarantine beside them.
+            kept = os.path.join(os.path.dirname(os.path.dirname(out_dir)), FAILED_QUARANTINE_DIR,
+                                os.path.basename(out_dir), QUARANTINE_FILE)
+            tf.io.gfile.makedirs(os.path.dirname(kept))
+            tf.io.gfile.copy(os.path.join(out_dir, QUARANTINE_FILE), kept, overwrite=True)
             raise ValueError(
                 "ExampleGen: too many bad records: " + "; ".join(problems)
-                + f". Every bad record and its reason is in {os.path.join(out_dir, QUARANTINE_FILE)}")
+                + f". Every bad record and its reason is in {kept}")
         examples_utils_set_formats(examples_channel, exec_properties, output_file_format)
         logging.info("Examples generated in %s; quarantine in %s", out_dir,
                      os.path.join(out_dir, QUARANTINE_FILE))
