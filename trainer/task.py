@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import time
 
 from sicot.trainer import features
 from sicot.trainer.model_config import ModelConfig
@@ -87,10 +88,13 @@ def run_fn(fn_args):
     from sicot.trainer.sicot_model import build_model
 
     custom_config = dict(getattr(fn_args, "custom_config", None) or {})
-    config = ModelConfig.from_dict(custom_config.get("model", {}))
+    model_dict = dict(custom_config.get("model") or {})
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     class_names, class_counts = read_class_counts(tf_transform_output)
     image_size, max_tokens, vocab_size = model_shapes(tf_transform_output)
+    # The image size is the Transform's; a model config that names another one is an error.
+    model_dict.setdefault("image_size", image_size)
+    config = ModelConfig.from_dict(model_dict)
     if image_size != config.image_size:
         raise ValueError(f"ModelConfig.image_size={config.image_size} but the Transform output "
                          f"has {image_size}x{image_size} images: set the model config's "
@@ -116,12 +120,20 @@ def run_fn(fn_args):
     os.makedirs(fn_args.model_run_dir, exist_ok=True)
     history = {}
 
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            history.setdefault("epoch_seconds", []).append(time.perf_counter() - self.start)
+
     def fit(epochs, log_dir, ds):
         if epochs <= 0:
             return
         result = model.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
                            validation_data=eval_ds, validation_steps=eval_steps,
-                           callbacks=[keras.callbacks.TensorBoard(log_dir=log_dir)], verbose=2)
+                           callbacks=[keras.callbacks.TensorBoard(log_dir=log_dir),
+                                      EpochTimer()], verbose=2)
         for key, values in result.history.items():
             history.setdefault(key, []).extend(float(v) for v in values)
 

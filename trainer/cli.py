@@ -1,0 +1,225 @@
+"""`sicot train` and `sicot evaluate`.
+
+    sicot train --data data/synth --model sicot --out runs/sicot [--epochs 10] [--image-size 64]
+    sicot evaluate --model runs/sicot --data data/synth [--image-only] [--json OUT]
+
+`sicot train` = import (sicot.data.importer) -> Transform (transform_local, the TFX
+preprocessing_fn on Beam) -> the TFX Trainer's own `run_fn`, so a standalone run trains and
+exports exactly what the pipeline would. Output folder:
+    OUT/export/<version>/   SavedModel (TF Serving base path OUT/export)
+    OUT/run/                TensorBoard logs, model.keras, history.json
+    OUT/train_report.json   settings, example counts, wall times
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import time
+
+from sicot.trainer.model_config import PRESET_NAMES, ModelConfig
+
+TRANSFORM_STAMP = "transform_stamp.json"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a model (SICoT or a long-tail baseline) and export a SavedModel",
+        description="Import a dataset folder, run the Transform, train with the TFX run_fn "
+                    "and export the serving SavedModel.")
+    p.add_argument("--data", required=True, help="dataset folder (train and test manifests)")
+    p.add_argument("--model", required=True, choices=PRESET_NAMES,
+                   help="model preset: sicot, a baseline, or an ablation")
+    p.add_argument("--out", required=True, help="output folder for the model")
+    p.add_argument("--epochs", type=int, help="training epochs (default: the preset's)")
+    p.add_argument("--image-size", type=int, default=64, help="model input side (default 64)")
+    p.add_argument("--backbone", choices=("small", "resnet50"), help="visual backbone")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--batch-size", type=int, help="batch size")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other ModelConfig field, e.g. --set tau=0.5 (repeatable)")
+    p.add_argument("--work-dir", help="folder for imported and transformed examples (default "
+                   "OUT/work; reused when the data and Transform settings are unchanged)")
+    p.set_defaults(handler=_train)
+
+    p = subparsers.add_parser(
+        "evaluate", help="top-1/top-5 accuracy of an exported model, overall and by band",
+        description="Feed the test split through the model's serving signatures and report "
+                    "accuracy overall and by many/medium/few class band.")
+    p.add_argument("--model", required=True,
+                   help="SavedModel folder, TF Serving base folder, or `sicot train --out` folder")
+    p.add_argument("--data", required=True, help="dataset folder (train and test manifests)")
+    p.add_argument("--image-only", action="store_true",
+                   help="only the image-only signature (skip image + title/tags)")
+    p.add_argument("--json", help="write the report here (default MODEL/evaluation.json when "
+                   "MODEL is a `sicot train` folder, else only printed)")
+    p.add_argument("--band-edges", default="20,100",
+                   help="few < LOW <= medium <= HIGH < many training images (default 20,100)")
+    p.add_argument("--split", default="test", choices=("test", "eval", "train"))
+    p.set_defaults(handler=_evaluate)
+
+
+def _user_error(message):
+    from sicot.cli import UserError
+
+    return UserError(message)
+
+
+def parse_set_options(pairs) -> dict:
+    """['tau=0.5', 'use_attention=false'] -> typed ModelConfig changes."""
+    fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
+    defaults = ModelConfig()
+    changes = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or key not in fields:
+            raise _user_error(f"--set {pair!r}: expected KEY=VALUE with KEY one of "
+                              f"{sorted(fields)}")
+        kind = type(getattr(defaults, key))
+        try:
+            if kind is bool:
+                if raw.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(raw)
+                value = raw.lower() in ("true", "1")
+            else:
+                value = kind(raw)
+        except ValueError:
+            raise _user_error(f"--set {pair!r}: {raw!r} is not a {kind.__name__}") from None
+        changes[key] = value
+    return changes
+
+
+def build_model_config(args) -> ModelConfig:
+    changes = {"image_size": args.image_size}
+    for name in ("epochs", "backbone", "seed", "batch_size"):
+        if getattr(args, name, None) is not None:
+            changes[name] = getattr(args, name)
+    changes.update(parse_set_options(args.set))
+    try:
+        return ModelConfig.preset(args.model).replace(**changes)
+    except ValueError as e:
+        raise _user_error(str(e)) from None
+
+
+def _data_fingerprint(data_dir: str) -> dict:
+    from sicot.data.manifest import find_split_files
+
+    return {split: [str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns]
+            for split, p in sorted(find_split_files(data_dir).items())}
+
+
+def prepare_examples(data_dir: str, work_dir: str, transform_config, log=print):
+    """Import + Transform into work_dir, reusing an earlier result for the same inputs."""
+    from sicot.data.importer import ImportConfig, import_dataset
+    from sicot.trainer.transform_local import TransformResult, run_transform
+
+    stamp_path = os.path.join(work_dir, TRANSFORM_STAMP)
+    key = {"data": _data_fingerprint(data_dir), "transform": transform_config.to_dict()}
+    if os.path.isfile(stamp_path):
+        with open(stamp_path) as f:
+            stamp = json.load(f)
+        if stamp.get("key") == key:
+            log(f"sicot train: reusing the transformed examples in {work_dir}")
+            return TransformResult(**stamp["result"])
+    examples_dir = os.path.join(work_dir, "examples")
+    start = time.perf_counter()
+    import_dataset(data_dir, examples_dir, ImportConfig(), log=log)
+    log(f"sicot train: import took {time.perf_counter() - start:.0f}s; running the Transform")
+    start = time.perf_counter()
+    result = run_transform(examples_dir, os.path.join(work_dir, "transform"), transform_config)
+    log(f"sicot train: Transform took {time.perf_counter() - start:.0f}s "
+        f"({result.num_examples})")
+    with open(stamp_path, "w") as f:
+        json.dump({"key": key, "result": dataclasses.asdict(result)}, f, indent=2)
+    return result
+
+
+def _new_version_dir(base: str) -> str:
+    version = int(time.time())
+    existing = [int(d) for d in os.listdir(base) if d.isdigit()] if os.path.isdir(base) else []
+    if existing:
+        version = max(version, max(existing) + 1)
+    return os.path.join(base, str(version))
+
+
+def _train(args) -> int:
+    from sicot.trainer.preprocessing import TransformConfig
+
+    config = build_model_config(args)
+    try:
+        transform_config = TransformConfig(image_size=args.image_size)
+    except ValueError as e:
+        raise _user_error(f"--image-size: {e}") from None
+    if not os.path.isdir(args.data):
+        raise _user_error(f"--data {args.data} does not exist or is not a folder")
+    out = os.path.abspath(args.out)
+    work_dir = os.path.abspath(args.work_dir or os.path.join(out, "work"))
+    os.makedirs(work_dir, exist_ok=True)
+    wall = time.perf_counter()
+    result = prepare_examples(args.data, work_dir, transform_config)
+
+    from tfx.v1.components import FnArgs
+
+    from sicot.trainer.task import run_fn
+
+    num_train = result.num_examples["train"]
+    if num_train == 0:
+        raise _user_error(f"--data {args.data}: the train split has no usable records")
+    steps_per_epoch = math.ceil(num_train / config.batch_size)
+    eval_split = "eval" if result.num_examples.get("eval") else (
+        "test" if result.num_examples.get("test") else None)
+    serving_dir = _new_version_dir(os.path.join(out, "export"))
+    fn_args = FnArgs(
+        train_files=[result.transformed_files["train"]],
+        eval_files=[result.transformed_files[eval_split]] if eval_split else None,
+        transform_output=result.transform_output_dir,
+        transform_graph_path=result.transform_output_dir,
+        serving_model_dir=serving_dir, model_run_dir=os.path.join(out, "run"),
+        train_steps=steps_per_epoch * max(1, config.epochs), eval_steps=None,
+        custom_config={"model": config.to_dict()})
+    start = time.perf_counter()
+    run_fn(fn_args)
+    train_seconds = time.perf_counter() - start
+    history_path = os.path.join(out, "run", "history.json")
+    with open(history_path) as f:
+        history = json.load(f)["history"]
+    report = {"model": args.model, "config": config.to_dict(),
+              "transform": transform_config.to_dict(), "examples": result.num_examples,
+              "eval_split": eval_split, "steps_per_epoch": steps_per_epoch,
+              "train_seconds": train_seconds, "total_seconds": time.perf_counter() - wall,
+              "epoch_seconds": history.get("epoch_seconds", []), "saved_model": serving_dir}
+    with open(os.path.join(out, "train_report.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    print(f"sicot train: {args.model}: {config.epochs} epochs x {steps_per_epoch} steps in "
+          f"{train_seconds:.0f}s; SavedModel {serving_dir}")
+    return 0
+
+
+def _parse_band_edges(text: str):
+    try:
+        low, high = (int(v) for v in text.split(","))
+    except ValueError:
+        raise _user_error(f"--band-edges {text!r}: expected two integers LOW,HIGH") from None
+    if not 0 < low <= high:
+        raise _user_error(f"--band-edges {text!r}: expected 0 < LOW <= HIGH")
+    return low, high
+
+
+def _evaluate(args) -> int:
+    from sicot.trainer.evaluation import evaluate_saved_model, format_table, write_json
+
+    band_edges = _parse_band_edges(args.band_edges)
+    if not os.path.exists(args.model):
+        raise _user_error(f"--model {args.model} does not exist")
+    report = evaluate_saved_model(args.model, args.data, image_only=args.image_only,
+                                  band_edges=band_edges, split=args.split)
+    print(format_table(report))
+    path = args.json
+    if path is None and os.path.isfile(os.path.join(args.model, "train_report.json")):
+        path = os.path.join(args.model, "evaluation.json")
+    if path:
+        write_json(report, path)
+        print(f"sicot evaluate: report written to {path}")
+    return 0

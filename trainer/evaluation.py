@@ -1,0 +1,172 @@
+"""`sicot evaluate`: top-1 / top-5 accuracy of an exported model, overall and by class band.
+
+The test split's records go through the importer's own checks (`convert_row`), so evaluation
+sees exactly the records training would have accepted; rejected records are counted and
+reported, not silently dropped. Bands come from the number of training images per class in the
+dataset's train manifest: few < low <= medium <= high < many (default 20, 100). A test class
+absent from the training manifest has 0 training images: it is in `few` and can never be
+predicted (the model has no such class).
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+from typing import Sequence
+
+from sicot.trainer import features
+from sicot.trainer.preprocessing import band_of_count
+
+MODES = {"image_only": "serving_default", "image_text": "serving_image_text"}
+
+
+def _user_error(message):
+    from sicot.cli import UserError
+
+    return UserError(message)
+
+
+def resolve_saved_model_dir(path: str) -> str:
+    """A SavedModel folder, a TF Serving base folder (highest integer version), or a
+    `sicot train` output folder (its `export/` base)."""
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return path
+    for base in (path, os.path.join(path, "export")):
+        if not os.path.isdir(base):
+            continue
+        versions = sorted((int(d) for d in os.listdir(base) if d.isdigit()
+                           and os.path.isfile(os.path.join(base, d, "saved_model.pb"))),
+                          reverse=True)
+        if versions:
+            return os.path.join(base, str(versions[0]))
+    raise _user_error(f"--model {path}: no saved_model.pb there, in an integer version folder, "
+                      f"or under {os.path.join(path, 'export')}")
+
+
+@dataclasses.dataclass
+class Tally:
+    count: int = 0
+    top1: int = 0
+    top5: int = 0
+
+    def add(self, hit1: bool, hit5: bool):
+        self.count += 1
+        self.top1 += int(hit1)
+        self.top5 += int(hit5)
+
+    def as_dict(self):
+        return {"count": self.count,
+                "top1": self.top1 / self.count if self.count else None,
+                "top5": self.top5 / self.count if self.count else None}
+
+
+def train_class_counts(data_dir: str) -> collections.Counter:
+    """Training images per (normalised) label in the train manifest; unparsable rows skipped."""
+    from sicot.data.importer import normalize_text
+    from sicot.data.manifest import find_split_files, read_manifest
+
+    counts = collections.Counter()
+    for row in read_manifest(find_split_files(data_dir)["train"]):
+        label = (row.fields or {}).get(features.LABEL_KEY)
+        if row.error is None and isinstance(label, (str, int)) and not isinstance(label, bool):
+            label = normalize_text(str(label))
+            if label:
+                counts[label] += 1
+    return counts
+
+
+def read_split(data_dir: str, split: str = "test"):
+    """(records [{image, title, tags, label, source}], quarantine entries) of a split."""
+    import tensorflow as tf
+
+    from sicot.data.importer import ImportConfig, convert_row
+    from sicot.data.manifest import find_split_files, read_manifest
+
+    manifests = find_split_files(data_dir)
+    if split not in manifests:
+        raise _user_error(f"--data {data_dir}: no {split} manifest")
+    records, rejected = [], []
+    for row in read_manifest(manifests[split]):
+        example, entry = convert_row(row, data_dir, ImportConfig())
+        if example is None:
+            rejected.append(entry)
+            continue
+        feats = tf.train.Example.FromString(example).features.feature
+        records.append({k: feats[k].bytes_list.value[0] for k in features.RAW_FEATURE_KEYS})
+    return records, rejected
+
+
+def evaluate_saved_model(model_dir: str, data_dir: str, image_only: bool = False,
+                         band_edges: Sequence[int] = (20, 100), batch_size: int = 64,
+                         split: str = "test") -> dict:
+    """Runs the split through the serving signatures; returns the report dict."""
+    import numpy as np
+    import tensorflow as tf
+
+    saved_model_dir = resolve_saved_model_dir(model_dir)
+    train_counts = train_class_counts(data_dir)
+    records, rejected = read_split(data_dir, split)
+    if not records:
+        raise _user_error(f"--data {data_dir}: the {split} split has no usable records "
+                          f"({len(rejected)} rejected)")
+    import tensorflow_text  # noqa: F401  (registers the tokenizer ops the TFT graph uses)
+
+    loaded = tf.saved_model.load(saved_model_dir)
+    modes = {"image_only": MODES["image_only"]}
+    if not image_only:
+        modes["image_text"] = MODES["image_text"]
+    missing = [s for s in modes.values() if s not in loaded.signatures]
+    if missing:
+        raise _user_error(f"--model {saved_model_dir}: no signature {missing}")
+
+    results = {}
+    for mode, signature_name in modes.items():
+        signature = loaded.signatures[signature_name]
+        tallies = collections.defaultdict(Tally)
+        for start in range(0, len(records), batch_size):
+            batch = records[start:start + batch_size]
+            inputs = {"image": tf.constant([r[features.IMAGE_KEY] for r in batch])}
+            if mode == "image_text":
+                inputs["title"] = tf.constant([r[features.TITLE_KEY] for r in batch])
+                inputs["tags"] = tf.constant([r[features.TAGS_KEY] for r in batch])
+            classes = signature(**inputs)["classes"].numpy()
+            for record, predicted in zip(batch, classes):
+                label = record[features.LABEL_KEY]
+                hit1 = bool(predicted[0] == label)
+                hit5 = bool(np.any(predicted[:5] == label))
+                band = band_of_count(train_counts.get(label.decode("utf-8"), 0), band_edges)
+                tallies["overall"].add(hit1, hit5)
+                tallies[band].add(hit1, hit5)
+        results[mode] = {name: tallies[name].as_dict() for name in ("overall",) + features.BANDS}
+
+    band_classes = collections.Counter(band_of_count(c, band_edges) for c in train_counts.values())
+    return {"saved_model": saved_model_dir, "data": os.path.abspath(data_dir), "split": split,
+            "band_edges": list(band_edges), "records": len(records),
+            "rejected_records": len(rejected),
+            "rejected_reasons": dict(collections.Counter(
+                e["reason"].split(":", 1)[0] for e in rejected)),
+            "train_classes_per_band": {b: band_classes.get(b, 0) for b in features.BANDS},
+            "results": results}
+
+
+def format_table(report: dict) -> str:
+    lines = [f"{'mode':<11} {'band':<8} {'n':>6} {'top-1':>7} {'top-5':>7}"]
+    for mode, bands in report["results"].items():
+        for band, r in bands.items():
+            if r["count"]:
+                lines.append(f"{mode:<11} {band:<8} {r['count']:>6} {100 * r['top1']:>6.2f}% "
+                             f"{100 * r['top5']:>6.2f}%")
+            else:
+                lines.append(f"{mode:<11} {band:<8} {0:>6} {'-':>7} {'-':>7}")
+    if report["rejected_records"]:
+        lines.append(f"{report['rejected_records']} {report['split']} records rejected "
+                     f"({report['rejected_reasons']}), not counted")
+    return "\n".join(lines)
+
+
+def write_json(report: dict, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
