@@ -109,34 +109,46 @@ def train_counts(num_classes: int, max_per_class: int, imbalance: float) -> list
             for i in range(num_classes)]
 
 
-def class_label(attributes: tuple[int, ...]) -> str:
+_NAMES = tuple(tuple(v.name for v in values) for _, values in vocab.ATTRIBUTES)
+
+
+def class_label(attributes) -> str:
     """An opaque class name: a hash of the attribute names, so no word of it is in any text."""
-    names = "/".join(values[i].name for (_, values), i in zip(vocab.ATTRIBUTES, attributes))
+    names = "/".join(names[i] for names, i in zip(_NAMES, attributes))
     return "sku-" + hashlib.sha1(names.encode("utf-8")).hexdigest()[:12]
 
 
-def choose_classes(config: SynthConfig) -> list[SynthClass]:
-    rng = random.Random(f"sicot-synth/{config.seed}/classes")
+def choose_attribute_tuples(num_classes: int, seed: int) -> np.ndarray:
+    """[num_classes, 5] distinct attribute tuples, in shuffled order. Picked in rounds of
+    doubling size: in each round after the first, SIBLING_FRACTION of the candidates copy an
+    earlier class and change only its brand or its material (fine-grained siblings)."""
+    rng = np.random.default_rng([seed, 1009])
     sizes = vocab.ATTRIBUTE_SIZES
     brand_pos, material_pos = vocab.ATTRIBUTE_NAMES.index("brand"), vocab.ATTRIBUTE_NAMES.index("material")
-    chosen: list[tuple[int, ...]] = []
-    seen: set[tuple[int, ...]] = set()
-    while len(chosen) < config.classes:
-        if chosen and rng.random() < SIBLING_FRACTION:
-            # A fine-grained sibling: same product in another brand or material.
-            attrs = list(chosen[rng.randrange(len(chosen))])
-            pos = brand_pos if rng.random() < 0.6 else material_pos
-            attrs[pos] = rng.randrange(sizes[pos])
-            candidate = tuple(attrs)
-        else:
-            candidate = tuple(rng.randrange(n) for n in sizes)
-        if candidate not in seen:
-            seen.add(candidate)
-            chosen.append(candidate)
-    rng.shuffle(chosen)  # head/tail order independent of attributes and of sibling order
+    chosen = np.empty((0, len(sizes)), np.int64)
+    while len(chosen) < num_classes:
+        batch = max(16, len(chosen))
+        candidates = np.stack([rng.integers(0, n, size=batch) for n in sizes], axis=1)
+        if len(chosen):
+            sibling = rng.random(batch) < SIBLING_FRACTION
+            parents = chosen[rng.integers(0, len(chosen), size=batch)]
+            pos = np.where(rng.random(batch) < 0.6, brand_pos, material_pos)
+            new_value = rng.integers(0, 1 << 30, size=batch) % np.asarray(sizes)[pos]
+            parents[np.arange(batch), pos] = new_value
+            candidates[sibling] = parents[sibling]
+        merged = np.concatenate([chosen, candidates])
+        flat = np.ravel_multi_index(merged.T, sizes)
+        _, first = np.unique(flat, return_index=True)
+        chosen = merged[np.sort(first)][:num_classes]  # keep first occurrences, in order
+    # head/tail order independent of attributes and of sibling order
+    return chosen[rng.permutation(num_classes)]
+
+
+def choose_classes(config: SynthConfig) -> list[SynthClass]:
+    tuples = choose_attribute_tuples(config.classes, config.seed).tolist()
     counts = train_counts(config.classes, config.max_per_class, config.imbalance)
-    return [SynthClass(rank, class_label(attrs), attrs, n)
-            for rank, (attrs, n) in enumerate(zip(chosen, counts))]
+    return [SynthClass(rank, class_label(attrs), tuple(attrs), n)
+            for rank, (attrs, n) in enumerate(zip(tuples, counts))]
 
 
 def split_class_ranks(config: SynthConfig, classes: list[SynthClass], split: str) -> np.ndarray:
@@ -167,50 +179,62 @@ def rendered_ranks(config: SynthConfig) -> set[int] | None:
 # Text
 
 
-def _word(values, index, rng):
-    return rng.choice(values[index].words)
+# Per attribute position: the word lists of every value (plain tuples: this loop runs a million
+# times for --metadata-only).
+_WORDS = tuple(tuple(v.words for v in values) for _, values in vocab.ATTRIBUTES)
+_STUFFING = (_WORDS[vocab.ATTRIBUTE_NAMES.index("colour")], _WORDS[vocab.ATTRIBUTE_NAMES.index("category")])
+_FILLER, _PROMO = vocab.FILLER_WORDS, vocab.PROMO_WORDS
 
 
-def make_text(attributes: tuple[int, ...], noise: float, rng: random.Random) -> tuple[str, list[str]]:
-    """A noisy marketplace title and tag list for a product with these attributes."""
+def make_text(attributes, noise: float, rng: random.Random) -> tuple[str, list[str]]:
+    """A noisy marketplace title and tag list for a product with these attributes.
+    (Written with `seq[int(r() * len(seq))]` rather than rng.choice: it runs a million times
+    for --metadata-only and is several times faster.)"""
+    r = rng.random
     p_drop, p_wrong = 0.7 * noise, 0.3 * noise
     words = []
-    for (_, values), true_index in zip(vocab.ATTRIBUTES, attributes):
-        r = rng.random()
-        if r < p_drop:
+    for all_words, true_index in zip(_WORDS, attributes):
+        u = r()
+        if u < p_drop:
             continue
-        if r < p_drop + p_wrong:  # a wrong attribute word (seller error or keyword stuffing)
-            words.append(_word(values, rng.randrange(len(values)), rng))
+        if u < p_drop + p_wrong:  # a wrong attribute word: seller error or keyword stuffing
+            synonyms = all_words[int(r() * len(all_words))]
         else:
-            words.append(_word(values, true_index, rng))
-    if rng.random() < 0.6 * noise:  # keywords of other products
-        for _ in range(rng.randint(1, 2)):
-            _, values = vocab.ATTRIBUTES[rng.choice((1, 4))]  # colour or category words
-            words.append(_word(values, rng.randrange(len(values)), rng))
-    for _ in range(rng.randint(0, 2)):
-        words.append(rng.choice(vocab.FILLER_WORDS))
-    if rng.random() < 0.5 + 0.5 * noise:
+            synonyms = all_words[true_index]
+        words.append(synonyms[int(r() * len(synonyms))])
+    if r() < 0.6 * noise:  # keywords of other products
+        for _ in range(1 + (r() < 0.5)):
+            all_words = _STUFFING[r() < 0.5]
+            synonyms = all_words[int(r() * len(all_words))]
+            words.append(synonyms[int(r() * len(synonyms))])
+    for _ in range(int(r() * 3)):
+        words.append(_FILLER[int(r() * len(_FILLER))])
+    if r() < 0.5 + 0.5 * noise:
         rng.shuffle(words)
-    for _ in range(sum(rng.random() < noise for _ in range(2))):  # promo phrases lead or trail
-        promo = rng.choice(vocab.PROMO_WORDS)
-        if rng.random() < 0.5:
+    for _ in range((r() < noise) + (r() < noise)):  # promo phrases lead or trail
+        promo = _PROMO[int(r() * len(_PROMO))]
+        if r() < 0.5:
             words.insert(0, promo)
         else:
             words.append(promo)
-    title = "" if rng.random() < 0.06 * noise else " ".join(words)
+    title = "" if r() < 0.06 * noise else " ".join(words)
 
     tags: list[str] = []
-    if rng.random() >= 0.3 * noise:
-        for _ in range(rng.randint(1, 4)):
-            r = rng.random()
-            if r < 0.25 * noise:
-                tags.append(rng.choice(vocab.PROMO_WORDS))
-                continue
-            position = rng.randrange(len(vocab.ATTRIBUTES))
-            _, values = vocab.ATTRIBUTES[position]
-            index = attributes[position] if r >= 0.25 * noise + p_wrong else rng.randrange(len(values))
-            tags.append(_word(values, index, rng))
-        tags = list(dict.fromkeys(tags))  # no repeated tag
+    if r() >= 0.3 * noise:
+        for _ in range(1 + int(r() * 4)):
+            u = r()
+            if u < 0.25 * noise:
+                tag = _PROMO[int(r() * len(_PROMO))]
+            else:
+                position = int(r() * len(_WORDS))
+                all_words = _WORDS[position]
+                if u >= 0.25 * noise + p_wrong:
+                    synonyms = all_words[attributes[position]]
+                else:
+                    synonyms = all_words[int(r() * len(all_words))]
+                tag = synonyms[int(r() * len(synonyms))]
+            if tag not in tags:  # no repeated tag
+                tags.append(tag)
     return title, tags
 
 
@@ -229,16 +253,17 @@ class _Job:
     digits: int
 
 
-def make_record(job: _Job, index: int) -> dict:
+def make_record(job: _Job, index: int, rank: int | None = None) -> dict:
     """The manifest record of one example; writes its image file when the class is rendered."""
     config = job.config
-    cls = job.classes[int(job.ranks[index])]
-    rng = random.Random(f"sicot-synth/{config.seed}/{job.split}/{index}")
+    cls = job.classes[int(job.ranks[index]) if rank is None else rank]
+    rng = _RECORD_RNG
+    rng.seed(record_seed(config.seed, job.split, index))
     title, tags = make_text(cls.attributes, config.noise, rng)
     image = None
     image_seed = rng.getrandbits(64)
     fmt = "png" if rng.random() < config.png_fraction else "jpeg"
-    quality = rng.randint(70, 95)
+    quality = 70 + int(rng.random() * 26)
     if job.rendered is None or cls.rank in job.rendered:
         from sicot.data import render
         img = render.render_product(cls.attributes, config.image_size, np.random.default_rng(image_seed))
@@ -247,12 +272,23 @@ def make_record(job: _Job, index: int) -> dict:
     return {"image": image, "title": title, "tags": tags, "label": cls.label}
 
 
+def record_seed(seed: int, split: str, index: int) -> int:
+    """The seed of one record's generator: distinct for every (seed, split, index)."""
+    return (seed << 40) | (SPLITS.index(split) << 36) | index
+
+
 _WORKER_JOB: _Job | None = None
 
 
+_RECORD_RNG = random.Random()  # reseeded for every record (cheaper than a new generator)
+_JSON = json.JSONEncoder(ensure_ascii=False)  # json.dumps would build one per call
+
+
 def _chunk_lines(bounds: tuple[int, int]) -> list[str]:
-    return [json.dumps(make_record(_WORKER_JOB, i), ensure_ascii=False)
-            for i in range(*bounds)]
+    lo, hi = bounds
+    job = _WORKER_JOB
+    return [_JSON.encode(make_record(job, i, rank))
+            for i, rank in zip(range(lo, hi), job.ranks[lo:hi].tolist())]
 
 
 def _prepare_out_dir(out_dir: pathlib.Path) -> None:
@@ -296,9 +332,13 @@ def generate(config: SynthConfig, out_dir, workers: int = 1, progress: bool = Tr
     total = sum(len(r) for r in plans.values())
 
     with open(out_dir / "classes.jsonl", "w", encoding="utf-8") as f:
+        # Formatted by hand for speed at a million classes; every name is plain ASCII without
+        # quotes or backslashes (tests parse the file with json).
+        keys = vocab.ATTRIBUTE_NAMES
         for c in classes:
-            f.write(json.dumps({"label": c.label, "rank": c.rank, "train_count": c.train_count,
-                                "attributes": c.attribute_names()}, ensure_ascii=False) + "\n")
+            attrs = ", ".join(f'"{k}": "{names[i]}"' for k, names, i in zip(keys, _NAMES, c.attributes))
+            f.write(f'{{"label": "{c.label}", "rank": {c.rank}, "train_count": {c.train_count}, '
+                    f'"attributes": {{{attrs}}}}}\n')
 
     images = 0
     bar = tqdm(total=total, unit="rec", desc="sicot synth", disable=not progress, mininterval=1)
