@@ -94,8 +94,9 @@ def json_to_array(value, spec: TensorSpecInfo) -> np.ndarray:
     def fill(v, level):
         if not isinstance(v, list):
             if level != len(shape):
-                raise invalid_argument(f"JSON Value: {_short(v)} found at incorrect level: {level + 1} "
-                                       f"in the JSON DOM. Expected at level: {len(shape)}")
+                raise invalid_argument(f"JSON Value: {_short(v)} found at incorrect level: list depth "
+                                       f"{level}, expected every value at depth {len(shape)} "
+                                       "(nested lists must be rectangular)")
             flat.append(_leaf(v, spec))
             return
         if level >= len(shape):
