@@ -34,6 +34,7 @@ import random
 import shutil
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -89,8 +90,7 @@ class SynthConfig:
                 raise _user_error(message)
 
 
-@dataclass(frozen=True)
-class SynthClass:
+class SynthClass(NamedTuple):  # a tuple, not a dataclass: a million are made for --metadata-only
     rank: int                       # 0 = most training images
     label: str
     attributes: tuple[int, ...]     # indices into vocabulary.ATTRIBUTES, in that order
@@ -281,13 +281,21 @@ _WORKER_JOB: _Job | None = None
 
 
 _RECORD_RNG = random.Random()  # reseeded for every record (cheaper than a new generator)
-_JSON = json.JSONEncoder(ensure_ascii=False)  # json.dumps would build one per call
+_quote = json.encoder.encode_basestring  # the C string encoder behind json.dumps(ensure_ascii=False)
+
+
+def record_line(record: dict) -> str:
+    """json.dumps(record, ensure_ascii=False) for a manifest record, several times faster."""
+    image = "null" if record["image"] is None else _quote(record["image"])
+    tags = ", ".join(map(_quote, record["tags"]))
+    return (f'{{"image": {image}, "title": {_quote(record["title"])}, "tags": [{tags}], '
+            f'"label": {_quote(record["label"])}}}')
 
 
 def _chunk_lines(bounds: tuple[int, int]) -> list[str]:
     lo, hi = bounds
     job = _WORKER_JOB
-    return [_JSON.encode(make_record(job, i, rank))
+    return [record_line(make_record(job, i, rank))
             for i, rank in zip(range(lo, hi), job.ranks[lo:hi].tolist())]
 
 
