@@ -201,12 +201,14 @@ def _resolve_image_path(image: str, data_dir: pathlib.Path, config: ImportConfig
 
 
 def _read_image(image: str, data_dir: pathlib.Path, config: ImportConfig) -> bytes:
-    path = _resolve_image_path(image, data_dir, config)
-    if not path.exists():
-        raise _Reject(f"missing_image: {image} does not exist")
-    if not path.is_file():
-        raise _Reject(f"unreadable_image: {image} is not a regular file")
+    if "\x00" in image:
+        raise _Reject("bad_field: image path contains a NUL character")
     try:
+        path = _resolve_image_path(image, data_dir, config)
+        if not path.exists():
+            raise _Reject(f"missing_image: {image} does not exist")
+        if not path.is_file():
+            raise _Reject(f"unreadable_image: {image} is not a regular file")
         size = path.stat().st_size
         if size > config.max_image_bytes:
             raise _Reject(f"image_too_large: {image} has {size} bytes, more than the limit {config.max_image_bytes}")

@@ -109,6 +109,8 @@ def messy(tmp_path):
         (rec(None), "missing_field"),
         (rec(["img/ok.png"]), "bad_field"),
         (rec("img/ok.png", tags=["a", 3]), "bad_field"),
+        (rec("img/ok\x00.png"), "bad_field"),
+        (rec("img/" + "x" * 5000 + ".png"), "unreadable_image"),
         (rec("img/ok.png", title=12), "bad_field"),
         (rec("img/ok.png", label=" \t\u200b "), "empty_label"),
         ('{"image": "img/ok.png", "label": "mug-1", "title": "\\ud800"}', "bad_text"),
@@ -148,9 +150,9 @@ def test_every_bad_record_is_quarantined_with_its_reason(messy, tmp_path):
     for q in quarantine:  # the raw record is kept, and the reason says what is wrong
         assert q["record"] and len(q["reason"]) > len(q["reason"].split(":", 1)[0]) + 2
     reasons = {q["source"]: q["reason"] for q in quarantine}
-    assert reasons["train.jsonl:17"] == "missing_image: img/missing.jpg does not exist"
-    assert "100000x100000" in reasons["train.jsonl:23"]
-    assert "outside the dataset folder" in reasons["train.jsonl:26"]
+    assert reasons["train.jsonl:19"] == "missing_image: img/missing.jpg does not exist"
+    assert "100000x100000" in reasons["train.jsonl:25"]
+    assert "outside the dataset folder" in reasons["train.jsonl:28"]
 
     written = {s: [ex["record_id"].numpy().decode() for ex in _read_tfrecords(report.tfrecord_path(s))]
                for s in ("train", "test")}
@@ -187,7 +189,7 @@ def test_too_many_bad_records_fail_with_a_clear_message(messy, tmp_path):
         import_dataset(data, out, strict, log=lambda *_: None)
     message = str(e.value)
     bad_train = sum(1 for s, c in expected.items() if c and s.startswith("train"))
-    assert f"train: {bad_train} of 28 records" in message and "--max-bad-fraction 0.5" in message
+    assert f"train: {bad_train} of 30 records" in message and "--max-bad-fraction 0.5" in message
     assert "test: 2 of 3 records (66.7%)" in message
     assert "quarantine.jsonl" in message and "not_image 3" in message
     assert not list(out.glob("*.tfrecord.gz*"))  # no half-good output for a pipeline to pick up
@@ -203,7 +205,7 @@ def test_import_command(messy, tmp_path, capsys):
     assert "more than --max-bad-fraction 0.05" in capsys.readouterr().err
     assert cli.main(argv + ["--max-bad-fraction", "0.9"]) == 0
     printed = capsys.readouterr().out
-    assert "train (train.jsonl): 28 records, 7 written, 21 quarantined" in printed
+    assert "train (train.jsonl): 30 records, 7 written, 23 quarantined" in printed
     assert "test (test.csv): 3 records, 1 written, 2 quarantined" in printed
     assert cli.main(["import", "--data", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "does not exist or is not a folder" in capsys.readouterr().err
@@ -218,6 +220,8 @@ def test_convert_row_alone_is_what_example_gen_calls(tmp_path):
     parsed = tf.io.parse_single_example(example, RAW_SPEC)
     assert {k: parsed[k].numpy() for k in RAW_SPEC} == {
         "image": _image("PNG"), "title": b"t", "tags": b"x", "label": b"L", "record_id": b"train.jsonl:5"}
+    example, bad = convert_row(row, tmp_path, ImportConfig(max_image_bytes=50))
+    assert example is None and bad["reason"].startswith("image_too_large: a.png has ")
     example, bad = convert_row(ManifestRow("train.jsonl:6", None, "bad_json: x", "{"), tmp_path)
     assert example is None and bad == {"source": "train.jsonl:6", "record": "{", "reason": "bad_json: x"}
 
