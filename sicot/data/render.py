@@ -380,8 +380,9 @@ def render_product(attrs: tuple[int, ...], size: int, rng: np.random.Generator) 
     # Pose: rotate, scale and shift product and mask together.
     inv = _affine_inverse(m, rng.uniform(-25, 25), rng.uniform(.68, 1.0),
                           *(rng.uniform(-.12, .12, size=2) * m))
+    product.putalpha(mask)  # one transform moves colour and mask together
     product = product.transform((m, m), Image.AFFINE, inv, resample=Image.BILINEAR)
-    mask = mask.transform((m, m), Image.AFFINE, inv, resample=Image.BILINEAR)
+    mask = product.getchannel("A")
 
     bg = _background(m, rng)
     shift = m // 32 + 1
