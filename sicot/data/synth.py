@@ -303,7 +303,11 @@ def _prepare_out_dir(out_dir: pathlib.Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise _user_error(f"--out {out_dir} exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not (out_dir / "dataset.json").is_file():
+        try:
+            ours = json.loads((out_dir / "dataset.json").read_text())["generator"] == "sicot synth"
+        except (OSError, ValueError, KeyError, TypeError):
+            ours = False
+        if not ours:
             raise _user_error(f"--out {out_dir} is not empty and holds no sicot synth data set "
                               "(dataset.json); choose an empty or new folder")
         for name in _OWNED_FILES:  # regenerate a previous synth data set in place

@@ -203,9 +203,13 @@ def test_bad_synth_arguments_are_user_errors(tmp_path, capsys, argv, message):
 
 def test_synth_refuses_a_folder_that_is_not_a_synth_dataset(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "photo.jpg").write_bytes(b"precious")
+    (tmp_path / "dataset.json").write_text('{"name": "someone else\'s data"}')
     assert cli.main(["synth", "--out", str(tmp_path), "--classes", "2", "--no-progress"]) == 2
     assert "is not empty" in capsys.readouterr().err
     assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "images" / "photo.jpg").read_bytes() == b"precious"
 
 
 def test_synth_regenerates_its_own_output_in_place(small_config, tmp_path):
