@@ -27,10 +27,11 @@ resolved the same way and must lie inside the dataset folder or inside one of
 `ImportConfig.allowed_dirs` (`--allow-dir`, repeatable). The rule is checked before the file
 is touched, so records cannot probe files outside those folders.
 
-Text normalisation (title, each tag, label): Unicode NFC; control characters become spaces and
+Text normalisation (title, each tag, label): control characters become spaces and
 invisible format characters (zero-width space, byte-order mark...) are removed; runs of
-whitespace collapse to one space; leading and trailing space is stripped. Tags are a list of
-strings or one '|'-separated string; empty tags are dropped and the rest joined with '|'.
+whitespace collapse to one space; leading and trailing space is stripped; then Unicode NFC
+(repeated until stable). Tags are a list of strings or one '|'-separated string; empty tags
+are dropped and the rest joined with '|'.
 """
 from __future__ import annotations
 
@@ -86,11 +87,21 @@ class _Reject(Exception):
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
-def normalize_text(text: str) -> str:
-    text = _CONTROL.sub(" ", unicodedata.normalize("NFC", text))
+def _clean(text: str) -> str:
+    text = _CONTROL.sub(" ", text)
     if not text.isascii():
         text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
     return " ".join(text.split())
+
+
+def normalize_text(text: str) -> str:
+    """Clean, then NFC; repeated until stable, because removing a character can bring two
+    composable ones together ("e", zero-width joiner, combining acute -> "é")."""
+    while True:
+        text = _clean(text)
+        if unicodedata.is_normalized("NFC", text):
+            return text
+        text = unicodedata.normalize("NFC", text)
 
 
 def _text_field(fields: dict, key: str) -> str:
