@@ -70,6 +70,9 @@ def _add_model_args(parser: argparse.ArgumentParser, schema_default="curated") -
     parser.add_argument("--backbone", default=None, help="small | resnet50")
     parser.add_argument("--image-size", type=int, default=None,
                         help="Transform and model input size (pixels)")
+    parser.add_argument("--band-edges", default=None, metavar="LOW,HIGH",
+                        help="class bands by training images: few < LOW <= medium <= HIGH < "
+                             "many (default 20,100)")
     parser.add_argument("--train-steps", type=int, default=None)
     parser.add_argument("--eval-steps", type=int, default=None)
     parser.add_argument("--schema", default=schema_default,
@@ -97,6 +100,15 @@ def _settings(args) -> dict:
     transform = {}
     if args.image_size is not None:
         transform["image_size"] = args.image_size
+    if args.band_edges is not None:
+        try:
+            low, high = (int(v) for v in args.band_edges.split(","))
+        except ValueError as e:
+            raise UserError(f"--band-edges {args.band_edges!r}: expected two integers LOW,HIGH"
+                            ) from e
+        if not 0 < low <= high:
+            raise UserError(f"--band-edges {args.band_edges!r}: need 0 < LOW <= HIGH")
+        transform["band_edges"] = [low, high]
     try:
         from sicot.trainer.model_config import ModelConfig
         ModelConfig.from_dict(model)

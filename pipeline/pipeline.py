@@ -113,7 +113,8 @@ def _eval_config(thresholds: configs.BlessingThresholds):
                 ]),
             tfma.MetricsSpec(
                 output_names=[other_output],
-                metrics=[tfma.MetricConfig(class_name="SparseCategoricalAccuracy"), top5]),
+                metrics=[tfma.MetricConfig(class_name="ExampleCount"),
+                         tfma.MetricConfig(class_name="SparseCategoricalAccuracy"), top5]),
         ],
     )
 
