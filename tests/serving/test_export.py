@@ -1,0 +1,127 @@
+"""The exported SavedModel's signatures against the eager Keras model on the same inputs."""
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (registers the tokenizer ops of the TFT graph)
+import tensorflow_transform as tft
+
+from sicot.serving.export import SIGNATURES, export_serving_model
+from sicot.trainer import features
+from sicot.trainer.model_config import ModelConfig
+from sicot.trainer.sicot_model import build_model
+from sicot.trainer.task import model_shapes, read_class_counts
+
+
+def _tiny_dataset_module():
+    path = os.path.join(os.path.dirname(__file__), "..", "trainer", "tiny_dataset.py")
+    spec = importlib.util.spec_from_file_location("sicot_tests_tiny_dataset_export", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TINY = _tiny_dataset_module()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    result = TINY.build(str(root))
+    tto = tft.TFTransformOutput(result.transform_output_dir)
+    names, counts = read_class_counts(tto)
+    image_size, max_tokens, vocab_size = model_shapes(tto)
+    config = ModelConfig.preset("sicot").replace(image_size=image_size, embedding_dim=8,
+                                                 token_dim=6, attention_rank=3)
+    model = build_model(config, len(names), vocab_size, counts, max_tokens)
+    export_dir = export_serving_model(model, tto, str(root / "saved_model"), top_k=3)
+    loaded = tf.saved_model.load(export_dir)
+    raw = TINY.make_examples([1] * 6, seed=5)  # one example per class, some without text
+    return dict(model=model, tto=tto, loaded=loaded, raw=raw, names=names)
+
+
+def _eager(exported, serialized, with_text):
+    """Transform with tf.Transform's own API, then the Keras model: the reference path."""
+    tto = exported["tto"]
+    parsed = tf.io.parse_example(serialized, tto.raw_feature_spec())
+    xf = tto.transform_raw_features(parsed, drop_unused_features=True)
+    inputs = {"image": tf.cast(xf[features.IMAGE_XF], tf.float32)}
+    if with_text:
+        inputs["tokens"] = tf.cast(xf[features.TOKENS_XF], tf.int32)
+    return exported["model"](inputs, training=False), xf
+
+
+def _check_topk(out, logits, names, k=3):
+    probs = tf.nn.softmax(logits).numpy()
+    ref_ids = np.argsort(-probs, axis=1)[:, :k]
+    np.testing.assert_array_equal(out["class_ids"].numpy(), ref_ids)
+    np.testing.assert_allclose(out["scores"].numpy(),
+                               np.take_along_axis(probs, ref_ids, 1), rtol=1e-4, atol=1e-6)
+    assert [[c.decode() for c in row] for row in out["classes"].numpy()] == [
+        [names[i] for i in row] for row in ref_ids]
+
+
+def test_all_signatures_are_exported(exported):
+    assert set(SIGNATURES) <= set(exported["loaded"].signatures)
+
+
+def test_serving_examples_matches_the_eager_visual_head(exported):
+    serialized = tf.constant(exported["raw"])
+    out = exported["loaded"].signatures["serving_examples"](examples=serialized)
+    ref, _ = _eager(exported, serialized, with_text=False)
+    _check_topk(out, ref["visual_logits"], exported["names"])
+    np.testing.assert_allclose(out["embedding"].numpy(), ref["embedding"].numpy(),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_serving_default_takes_image_bytes_only(exported):
+    serialized = tf.constant(exported["raw"])
+    images = tf.io.parse_example(
+        serialized, {"image": tf.io.FixedLenFeature([], tf.string)})["image"]
+    out = exported["loaded"].signatures["serving_default"](image=images)
+    ref, _ = _eager(exported, serialized, with_text=False)
+    _check_topk(out, ref["visual_logits"], exported["names"])
+
+
+def test_serving_image_text_uses_the_fused_head(exported):
+    serialized = tf.constant(exported["raw"])
+    parsed = tf.io.parse_example(serialized, exported["tto"].raw_feature_spec())
+    out = exported["loaded"].signatures["serving_image_text"](
+        image=parsed["image"], title=parsed["title"], tags=parsed["tags"])
+    ref, _ = _eager(exported, serialized, with_text=True)
+    _check_topk(out, ref["fused_logits"], exported["names"])
+
+
+def test_examples_without_label_title_tags_are_served(exported):
+    image = TINY.image_bytes(TINY.COLOURS[0], np.random.default_rng(0))
+    bare = tf.train.Example(features=tf.train.Features(feature={
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image]))}))
+    out = exported["loaded"].signatures["serving_examples"](
+        examples=tf.constant([bare.SerializeToString()]))
+    by_bytes = exported["loaded"].signatures["serving_default"](image=tf.constant([image]))
+    np.testing.assert_array_equal(out["class_ids"].numpy(), by_bytes["class_ids"].numpy())
+    np.testing.assert_allclose(out["scores"].numpy(), by_bytes["scores"].numpy(), rtol=1e-5)
+
+
+def test_transform_features_and_eval_examples(exported):
+    serialized = tf.constant(exported["raw"])
+    xf = exported["loaded"].signatures["transform_features"](examples=serialized)
+    ref_text, ref_xf = _eager(exported, serialized, with_text=True)
+    for key in (features.IMAGE_XF, features.TOKENS_XF, features.LABEL_XF, features.BAND_XF):
+        np.testing.assert_array_equal(xf[key].numpy(), ref_xf[key].numpy())
+    ev = exported["loaded"].signatures["eval_examples"](examples=serialized)
+    ref_image, _ = _eager(exported, serialized, with_text=False)
+    np.testing.assert_allclose(ev["image_only"].numpy(),
+                               tf.nn.softmax(ref_image["visual_logits"]).numpy(),
+                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(ev["image_text"].numpy(),
+                               tf.nn.softmax(ref_text["fused_logits"]).numpy(),
+                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(ev["image_text"].numpy().sum(1), 1.0, rtol=1e-5)
+
+
+def test_corrupt_image_is_an_invalid_argument(exported):
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        exported["loaded"].signatures["serving_default"](image=tf.constant([b"not an image"]))
