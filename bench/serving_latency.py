@@ -8,10 +8,12 @@ What is measured (all loops are bounded; everything is on loopback):
   * single-request latency (p50/p99/mean, ms): one client, one image per request, sequential;
   * throughput (requests/s) and latency under load: `--concurrency` client threads sending
     `--load-requests` requests in total, one image each.
-The in-process numbers call `.signatures[signature](image=...)` of the same SavedModel in this
-process. The server runs in a separate process (`python -m sicot.cli serve`), started once
-without and once with `--enable-batching`; the batching run reports the mean merged batch size
-from the server's Prometheus metrics. Images are random JPEGs of `--image-size` pixels.
+Configurations: `in_process` calls `.signatures[signature](image=...)` of the same SavedModel in
+this process; `server.*` and `server_batching.*` are two `python -m sicot.cli serve` processes,
+without and with `--enable-batching`, over gRPC and REST. They are measured interleaved in
+`--rounds` rounds (so background load hits all alike). `*.model_calls_under_load` counts the
+signature calls the servers made in the throughput runs (from their Prometheus metrics): with
+batching, fewer calls with more rows each. Images are random JPEGs of `--image-size` pixels.
 """
 from __future__ import annotations
 
@@ -55,41 +57,41 @@ def summarize(latencies_s: list[float], wall_s: float | None = None) -> dict:
            "p99_ms": round(float(np.percentile(ms, 99)), 3), "mean_ms": round(float(ms.mean()), 3)}
     if wall_s is not None:
         out["throughput_rps"] = round(ms.size / wall_s, 1)
-        out["wall_s"] = round(wall_s, 3)
     return out
 
 
-def sequential(call, images, n: int) -> dict:
+def sequential(call, images, n: int, offset: int = 0) -> tuple[list[float], float]:
     latencies = []
-    for i in range(n):
-        started = time.perf_counter()
+    started = time.perf_counter()
+    for i in range(offset, offset + n):
+        t0 = time.perf_counter()
         call(images[i % len(images)])
-        latencies.append(time.perf_counter() - started)
-    return summarize(latencies)
+        latencies.append(time.perf_counter() - t0)
+    return latencies, time.perf_counter() - started
 
 
-def under_load(make_call, images, total: int, concurrency: int) -> dict:
-    """`make_call()` gives each thread its own callable (own channel / connection)."""
+def under_load(make_call, images, total: int, concurrency: int) -> tuple[list[float], float]:
+    """`concurrency` threads, each with its own `make_call()` client, send `total` requests."""
     latencies, lock, counter = [], threading.Lock(), iter(range(total))
+    calls = [make_call() for _ in range(concurrency)]  # connect before the clock starts
 
-    def worker():
-        call = make_call()
+    def worker(call):
         while True:
             with lock:
                 i = next(counter, None)
             if i is None:
                 return
-            started = time.perf_counter()
+            t0 = time.perf_counter()
             call(images[i % len(images)])
-            elapsed = time.perf_counter() - started
+            elapsed = time.perf_counter() - t0
             with lock:
                 latencies.append(elapsed)
 
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
-        for f in [pool.submit(worker) for _ in range(concurrency)]:
+        for f in [pool.submit(worker, call) for call in calls]:
             f.result()
-    return summarize(latencies, time.perf_counter() - started)
+    return latencies, time.perf_counter() - started
 
 
 # -- clients ----------------------------------------------------------------------------------
@@ -179,34 +181,7 @@ class ServerProcess:
                 self.process.wait()
 
 
-def bench_server(args, images, batching: dict | None) -> dict:
-    server = ServerProcess(args.model_base_path, args.model_name, batching)
-    try:
-        out = {}
-        for api, factory in (("grpc", grpc_caller), ("rest", rest_caller)):
-            def make(f=factory):
-                return f(server.grpc_port if f is grpc_caller else server.rest_port,
-                         args.model_name, args.signature)
-            warm = make()
-            for image in images[:args.warmup]:
-                warm(image)
-            count0, rows0 = server.batch_stats(args.signature)
-            entry = {}
-            if not batching:
-                entry["single"] = sequential(make(), images, args.requests)
-            count1, rows1 = server.batch_stats(args.signature)
-            entry["load"] = under_load(make, images, args.load_requests, args.concurrency)
-            count2, rows2 = server.batch_stats(args.signature)
-            if count2 > count1:
-                entry["load"]["mean_batch_rows"] = round((rows2 - rows1) / (count2 - count1), 2)
-                entry["load"]["model_calls"] = int(count2 - count1)
-            out[api] = entry
-        return out
-    finally:
-        server.stop()
-
-
-def bench_in_process(args, images) -> dict:
+def in_process_caller(args):
     import tensorflow as tf
     try:
         import tensorflow_text  # noqa: F401  (ops of the Transform graph)
@@ -218,15 +193,52 @@ def bench_in_process(args, images) -> dict:
     if not versions:
         raise SystemExit(f"--model-base-path {args.model_base_path}: no <version>/saved_model.pb inside")
     fn = tf.saved_model.load(versions[max(versions)]).signatures[args.signature]
+    return lambda image: fn(image=tf.constant([image]))["scores"].numpy()
 
-    def make():
-        return lambda image: fn(image=tf.constant([image]))["scores"].numpy()
 
-    call = make()
-    for image in images[:args.warmup]:
-        call(image)
-    return {"single": sequential(call, images, args.requests),
-            "load": under_load(make, images, args.load_requests, args.concurrency)}
+def run(args, images) -> dict:
+    """All measurements, interleaved in `--rounds` rounds so that load from other processes on
+    the machine hits every configuration alike; latencies are pooled over the rounds."""
+    batching = {"max_batch_size": args.max_batch_size, "batch_timeout_micros": args.batch_timeout_micros}
+    servers = {}
+    try:
+        servers["server"] = ServerProcess(args.model_base_path, args.model_name, None)
+        servers["server_batching"] = ServerProcess(args.model_base_path, args.model_name, batching)
+        local = in_process_caller(args)
+        makers = {"in_process": lambda: local}
+        for name, server in servers.items():
+            makers[f"{name}.grpc"] = lambda s=server: grpc_caller(s.grpc_port, args.model_name, args.signature)
+            makers[f"{name}.rest"] = lambda s=server: rest_caller(s.rest_port, args.model_name, args.signature)
+        for make in makers.values():  # warm-up, sequential and concurrent: first calls allocate
+            call = make()
+            for image in images[:args.warmup]:
+                call(image)
+            under_load(make, images, args.warmup * args.concurrency, args.concurrency)
+        pooled = {(k, kind): ([], 0.0) for k in makers for kind in ("single", "load")}
+        batches = {name: [0.0, 0.0] for name in servers}
+        for r in range(args.rounds):
+            for key, make in makers.items():
+                single = make()
+                lat, wall = sequential(single, images, args.requests // args.rounds, offset=r)
+                pooled[(key, "single")] = (pooled[(key, "single")][0] + lat, pooled[(key, "single")][1] + wall)
+                name = key.split(".")[0]
+                before = servers[name].batch_stats(args.signature) if name in servers else None
+                lat, wall = under_load(make, images, args.load_requests // args.rounds, args.concurrency)
+                pooled[(key, "load")] = (pooled[(key, "load")][0] + lat, pooled[(key, "load")][1] + wall)
+                if before is not None:
+                    after = servers[name].batch_stats(args.signature)
+                    batches[name][0] += after[0] - before[0]
+                    batches[name][1] += after[1] - before[1]
+        results = {}
+        for (key, kind), (lat, wall) in pooled.items():
+            results.setdefault(key, {})[kind] = summarize(lat, wall if kind == "load" else None)
+        for name, (calls, rows) in batches.items():
+            results[f"{name}.model_calls_under_load"] = {
+                "calls": int(calls), "mean_rows_per_call": round(rows / calls, 2) if calls else None}
+        return results
+    finally:
+        for server in servers.values():
+            server.stop()
 
 
 def main(argv=None) -> int:
@@ -238,25 +250,21 @@ def main(argv=None) -> int:
     p.add_argument("--load-requests", type=int, default=400, help="requests in the throughput run")
     p.add_argument("--concurrency", type=int, default=8, help="client threads in the throughput run")
     p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=4, help="interleaved rounds over all configurations")
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--batch-timeout-micros", type=int, default=2000)
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    for name in ("requests", "load_requests", "concurrency", "max_batch_size"):
+    for name in ("requests", "load_requests", "concurrency", "max_batch_size", "rounds"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if not os.path.isdir(args.model_base_path):
         p.error(f"--model-base-path {args.model_base_path}: no such directory")
 
     images = make_images(64, args.image_size, args.seed)
-    batching = {"max_batch_size": args.max_batch_size, "batch_timeout_micros": args.batch_timeout_micros}
     started = time.time()
-    results = {
-        "in_process": bench_in_process(args, images),
-        "server": bench_server(args, images, None),
-        "server_batching": bench_server(args, images, batching),
-    }
+    results = run(args, images)
     print(json.dumps({
         "config": {k: v for k, v in vars(args).items()},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
