@@ -19,7 +19,8 @@ Quarantine reasons are a stable short code, a colon, then detail:
     not_image                     the bytes are not JPEG or PNG (checked by content, not name)
     too_many_pixels               width x height from the header exceeds `max_pixels`; checked
                                   before any decoding, so a decompression bomb is never decoded
-    corrupt_image                 the image does not fully decode (truncated or damaged)
+    corrupt_image                 the image does not fully decode (truncated or damaged), in
+                                  PIL and in TensorFlow's decode_image (what Transform runs)
 
 Path rule: a relative image path is joined to the dataset folder and resolved (`..` and
 symlinks followed); the result must lie inside the resolved dataset folder. An absolute path is
@@ -226,6 +227,8 @@ def _read_image(image: str, data_dir: pathlib.Path, config: ImportConfig) -> byt
         data = path.read_bytes()
     except OSError as e:
         raise _Reject(f"unreadable_image: {image}: {e.strerror or e}") from None
+    except RuntimeError as e:  # pathlib (Python 3.10) reports a symlink loop this way
+        raise _Reject(f"unreadable_image: {image}: {e}") from None
     fmt = sniff_format(data)
     if fmt is None:
         raise _Reject(f"not_image: {image} is not JPEG or PNG (starts with {data[:8].hex() or 'nothing'})")
@@ -255,6 +258,16 @@ def _check_decodes(data: bytes, image: str, fmt: str, size: tuple[int, int]) -> 
         raise _Reject(f"corrupt_image: {image} does not decode: {e}") from None
     if decoded != size:
         raise _Reject(f"corrupt_image: {image} header says {size}, decoded {decoded}")
+    # And with the op Transform runs (sicot.trainer.preprocessing): TensorFlow is stricter than
+    # PIL in places (a PNG without IEND decodes in PIL, not in TF), and one image it cannot
+    # decode would stop a Transform over millions of good ones.
+    import tensorflow as tf
+
+    try:
+        tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
+        raise _Reject(f"corrupt_image: {image} does not decode in TensorFlow: "
+                      f"{e.message.splitlines()[0][-200:]}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,6 +294,7 @@ def convert_row(row: ManifestRow, data_dir, config: ImportConfig = ImportConfig(
             raise _Reject("missing_field: no image path")
         if not isinstance(image, str):
             raise _Reject(f"bad_field: image must be a path string, got {type(image).__name__}")
+        _checked_unicode(image, "image")
         label = _label_field(fields)
         title = _text_field(fields, features.TITLE_KEY)
         tags = _tags_field(fields)
