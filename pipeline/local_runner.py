@@ -16,6 +16,7 @@ ENV (all optional except SICOT_DATA):
   SICOT_PIPELINE_ROOT, SICOT_SERVING_DIR   override those two
   SICOT_PIPELINE_NAME   default "sicot"
   SICOT_MODEL, SICOT_EPOCHS, SICOT_BACKBONE, SICOT_IMAGE_SIZE   model settings
+  SICOT_BAND_EDGES      LOW,HIGH class bands (default 20,100)
   SICOT_BEAM_PRESET     direct (default) | direct-parallel | flink | spark
   SICOT_NO_CACHE=1      disable caching
 """
@@ -82,6 +83,8 @@ def settings_from_env(env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     transform: Dict[str, Any] = {}
     if env.get("SICOT_IMAGE_SIZE"):
         model["image_size"] = transform["image_size"] = int(env["SICOT_IMAGE_SIZE"])
+    if env.get("SICOT_BAND_EDGES"):
+        transform["band_edges"] = [int(v) for v in env["SICOT_BAND_EDGES"].split(",")]
     return dict(
         data_root=os.path.abspath(env["SICOT_DATA"]),
         pipeline_name=name,

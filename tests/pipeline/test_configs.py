@@ -85,3 +85,20 @@ def test_sicot_run_names_a_data_folder_without_test(tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert str(tmp_path) in err and "no test split" in err
+
+
+def test_local_runner_settings_from_env(tmp_path):
+    from sicot.pipeline import local_runner
+
+    settings = local_runner.settings_from_env({
+        "SICOT_DATA": str(tmp_path / "data"), "SICOT_HOME": str(tmp_path / "home"),
+        "SICOT_EPOCHS": "2", "SICOT_IMAGE_SIZE": "32", "SICOT_BAND_EDGES": "4,10",
+        "SICOT_BEAM_PRESET": "direct-parallel", "SICOT_NO_CACHE": "1"})
+    assert settings["pipeline_root"] == str(tmp_path / "home" / "tfx" / "sicot")
+    assert settings["serving_dir"] == str(tmp_path / "home" / "serving" / "sicot")
+    assert settings["model_config"] == {"preset": "sicot", "epochs": 2, "image_size": 32}
+    assert settings["transform_config"] == {"image_size": 32, "band_edges": [4, 10]}
+    assert settings["beam_pipeline_args"][0] == "--direct_running_mode=multi_processing"
+    assert settings["enable_cache"] is False
+    with pytest.raises(ValueError, match="set SICOT_DATA"):
+        local_runner.settings_from_env({})
