@@ -86,3 +86,45 @@ def test_too_many_bad_rows_fail_with_a_clear_message(tmp_path, datasets):
     # the quarantine file named in the message is on disk
     path = message.rsplit(" is in ", 1)[1].strip()
     assert path.endswith(QUARANTINE_FILE) and os.path.isfile(path), path
+
+
+def test_csv_manifests_without_eval(tmp_path, datasets):
+    import csv
+
+    data = tmp_path / "csvdata"
+    (data / "images").mkdir(parents=True)
+    for split, n in (("train", 5), ("test", 2)):
+        with open(data / f"{split}.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["image", "title", "tags", "label"])
+            for i in range(n):
+                name = f"images/{split}{i}.png"
+                (data / name).write_bytes(datasets.image_bytes(i % 2, seed=i, fmt="PNG"))
+                w.writerow([name, f"mug {i}", "red|ceramic", f"class-{i % 2}"])
+            if split == "train":
+                w.writerow(["images/missing.png", "gone", "", "class-0"])
+    from sicot.pipeline import pipeline as sicot_pipeline
+
+    layout = sicot_pipeline.detect_dataset_layout(str(data))
+    assert layout.split_files == {"train": "train.csv", "test": "test.csv"}
+
+    from tfx import v1 as tfx
+
+    root = str(tmp_path / "root")
+    example_gen = ManifestExampleGen(input_base=str(data), split_files=layout.split_files,
+                                     import_config={"max_bad_fraction": 0.5})
+    tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
+        pipeline_name="csv", pipeline_root=root, components=[example_gen],
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            local_runner.metadata_path(root))))
+    run = run_summary.latest_run(local_runner.metadata_path(root), "csv")["ManifestExampleGen"]
+    uri = run.outputs["examples"][0]
+    assert _count_records(os.path.join(uri, "Split-train")) == 5
+    assert _count_records(os.path.join(uri, "Split-test")) == 2
+    with open(os.path.join(uri, QUARANTINE_FILE)) as f:
+        (entry,) = [json.loads(line) for line in f if line.strip()]
+    assert entry["source"] == "train.csv:7" and entry["reason"].startswith("missing_image")
+    files = glob.glob(os.path.join(uri, "Split-train", "*.gz"))
+    tags = {tf.train.Example.FromString(r.numpy()).features.feature["tags"].bytes_list.value[0]
+            for r in tf.data.TFRecordDataset(files, compression_type="GZIP")}
+    assert tags == {b"red|ceramic"}
