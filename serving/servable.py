@@ -22,6 +22,8 @@ from sicot.serving.errors import ServingError, from_tensorflow_error, invalid_ar
 log = logging.getLogger(__name__)
 
 DEFAULT_SIGNATURE = "serving_default"
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +104,38 @@ class LoadedModel:
         self._batchers: dict[str, SignatureBatcher] = {}
         self._lock = threading.Lock()
         self._closed = False
+        try:
+            self.warmup_requests = self._warm_up()
+        except Exception:
+            self.close()
+            raise
+
+    def _warm_up(self) -> int:
+        """Replays `assets.extra/tf_serving_warmup_requests` (TFRecord of PredictionLog) before the
+        version is marked AVAILABLE, as TF Serving does; a failing record fails the load."""
+        import tensorflow as tf
+        from tensorflow_serving.apis import prediction_log_pb2
+
+        path = os.path.join(self.export_dir, WARMUP_FILE)
+        if not os.path.isfile(path):
+            return 0
+        count = 0
+        for record in tf.data.TFRecordDataset(path).take(MAX_WARMUP_RECORDS + 1):
+            count += 1
+            if count > MAX_WARMUP_RECORDS:
+                raise ValueError(f"{path}: more than {MAX_WARMUP_RECORDS} warmup records")
+            log_entry = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+            if log_entry.WhichOneof("log_type") != "predict_log":
+                raise ValueError(f"{path}: record {count} is a {log_entry.WhichOneof('log_type')}; "
+                                 "only predict_log warmup records are supported")
+            request = log_entry.predict_log.request
+            inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+            try:
+                self.predict(request.model_spec.signature_name or None, inputs)
+            except ServingError as e:
+                raise ValueError(f"{path}: warmup record {count} failed: {e.message}") from None
+        log.info("Warmed up %s version %d with %d requests", self.name, self.version, count)
+        return count
 
     # -- signatures --------------------------------------------------------------------------
     def signature(self, signature_name: str | None) -> str:

@@ -172,3 +172,40 @@ def test_starts_on_older_version_when_latest_is_corrupt(tmp_path, fixture_saved_
     server = server_factory(base, poll_seconds=0)
     assert server.manager.loaded_versions() == [3]
     assert {s.version: s.state for s in server.manager.states("sicot")} == {3: "AVAILABLE", 4: "END"}
+
+
+def _with_warmup(saved_model_dir, target, images_to_send):
+    """A copy of the SavedModel with assets.extra/tf_serving_warmup_requests (TF Serving's format)."""
+    import shutil
+
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    shutil.copytree(saved_model_dir, target)
+    os.makedirs(os.path.join(target, "assets.extra"))
+    with tf.io.TFRecordWriter(os.path.join(target, "assets.extra", "tf_serving_warmup_requests")) as writer:
+        for image in images_to_send:
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "sicot"
+            request.inputs["image"].CopyFrom(tf.make_tensor_proto([image]))
+            writer.write(prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)).SerializeToString())
+    return target
+
+
+def test_warmup_requests_run_before_available_and_a_failing_warmup_fails_the_load(
+        tmp_path, fixture_saved_models, images, push_version, server_factory):
+    base = str(tmp_path / "model")
+    good = _with_warmup(fixture_saved_models[0], str(tmp_path / "good"), [images["red_jpeg"], images["green_png"]])
+    push_version(good, base, 1)
+    server = server_factory(base, poll_seconds=0.2)
+    assert server.manager.get("sicot").warmup_requests == 2
+    metrics = server.metrics.exposition().decode()
+    assert 'sicot_serving_batch_size_count{model="sicot",signature="serving_default"} 2.0' in metrics
+
+    bad = _with_warmup(fixture_saved_models[1], str(tmp_path / "bad"), [b"not an image"])
+    push_version(bad, base, 2)
+    assert wait_for(lambda: {s.version: s.state for s in server.manager.states("sicot")}.get(2) == "END")
+    failed = {s.version: s for s in server.manager.states("sicot")}[2]
+    assert "warmup record 1 failed" in failed.error_message
+    assert server.manager.loaded_versions() == [1]
+    assert server.predict("sicot", None, "", {"image": np.array([images["blue_jpeg"]], object)})[0] == 1
