@@ -12,7 +12,6 @@ exports exactly what the pipeline would. Output folder:
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math

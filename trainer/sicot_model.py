@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-from keras import layers, ops
+from keras import ops
 
 from sicot.trainer import long_tail_losses
 from sicot.trainer.bilinear_word_attention import BilinearWordAttention
