@@ -35,6 +35,9 @@ def register(subparsers) -> None:
                        help="TF Serving batching parameters (text proto); flags above override it")
     serve.add_argument("--max-request-bytes", type=int, default=None,
                        help="largest accepted request body / gRPC message (default 32 MiB)")
+    serve.add_argument("--max-image-pixels", type=int, default=None,
+                       help="refuse images whose header claims more than width x height pixels "
+                            "(decompression bombs; default 40,000,000, as sicot import; 0: no limit)")
     serve.add_argument("--num-threads", type=int, default=32, help="request threads per front end")
     serve.set_defaults(handler=run_serve)
 
@@ -106,7 +109,7 @@ def batching_options(args):
 
 
 def server_options(args):
-    from sicot.serving.server import DEFAULT_MAX_REQUEST_BYTES, ServerOptions
+    from sicot.serving.server import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_REQUEST_BYTES, ServerOptions
 
     base = args.model_base_path
     if not os.path.isdir(base):
@@ -123,12 +126,16 @@ def server_options(args):
     max_bytes = args.max_request_bytes if args.max_request_bytes is not None else DEFAULT_MAX_REQUEST_BYTES
     if max_bytes < 1024:
         raise UserError(f"--max-request-bytes {max_bytes}: must be at least 1024")
+    max_pixels = DEFAULT_MAX_IMAGE_PIXELS if args.max_image_pixels is None else args.max_image_pixels
+    if max_pixels < 0:
+        raise UserError(f"--max-image-pixels {max_pixels}: must be >= 0 (0: no limit)")
     if args.num_threads < 1:
         raise UserError(f"--num-threads {args.num_threads}: must be >= 1")
     return ServerOptions(
         model_name=args.model_name, model_base_path=base, host=args.host, grpc_port=args.grpc_port,
         rest_port=None if args.rest_port == -1 else args.rest_port, poll_seconds=args.poll_seconds,
-        batching=batching_options(args), max_request_bytes=max_bytes, num_threads=args.num_threads)
+        batching=batching_options(args), max_request_bytes=max_bytes, num_threads=args.num_threads,
+        max_image_pixels=max_pixels or None)
 
 
 def run_serve(args) -> int:

@@ -34,6 +34,9 @@ from sicot.serving.servable import LoadedModel
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
+# Same rule and default as `sicot import` (ImportConfig.max_pixels): what could be trained on
+# can be served; larger images (decompression bombs) are refused from their header.
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 
 
 @dataclasses.dataclass
@@ -49,6 +52,7 @@ class ServerOptions:
     batching: BatchingOptions | None = None  # --enable_batching + --batching_parameters_file
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     num_threads: int = 32                # request threads (gRPC pool, REST executor)
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS  # None: no limit (serving/image_limits.py)
 
 
 class ModelServer:
@@ -76,6 +80,9 @@ class ModelServer:
 
     def predict_on(self, model: LoadedModel, signature_name: str | None,
                    inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()):
+        from sicot.serving.image_limits import check_image_inputs
+
+        check_image_inputs(model.signature(signature_name), inputs, self.options.max_image_pixels)
         signature, outputs = model.predict(signature_name, inputs, output_filter)
         return model.version, signature, outputs
 
