@@ -2,7 +2,8 @@
 
   ExampleGen (ManifestExampleGen over a dataset folder, or ImportExampleGen over
     `<split>-*.tfrecord.gz`)
-  -> StatisticsGen -> SchemaGen (inferred from train) or ImportSchemaGen (curated schema)
+  -> StatisticsGen -> SchemaGen (inferred from train; free-text string domains dropped by
+     CurateInferredSchema) or ImportSchemaGen (curated schema)
   -> ExampleValidator -> ValidationGate (raises on any anomaly; passes the schema on)
   -> Transform (analyze train; transform every split)
   -> Trainer (run_fn by dotted name; TensorBoard logs in the ModelRun artifact)
@@ -171,6 +172,7 @@ def create_pipeline(
     from tfx import v1 as tfx
 
     from sicot.pipeline.manifest_example_gen import ManifestExampleGen
+    from sicot.pipeline.schema_curation import CurateInferredSchema
     from sicot.pipeline.validation_gate import ValidationGate
 
     if stop_after not in (None, "validation", "transform", "trainer"):
@@ -203,11 +205,16 @@ def create_pipeline(
             statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True,
             exclude_splits=[s for s in splits if s != "train"])
     components.append(schema_gen)
+    schema = schema_gen.outputs["schema"]
+    if not schema_path:
+        # Inferred string domains fit label but not free text (record_id, title...).
+        curation = CurateInferredSchema(schema=schema)
+        components.append(curation)
+        schema = curation.outputs["curated_schema"]
     example_validator = tfx.components.ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+        statistics=statistics_gen.outputs["statistics"], schema=schema)
     components.append(example_validator)
-    gate = ValidationGate(anomalies=example_validator.outputs["anomalies"],
-                          schema=schema_gen.outputs["schema"])
+    gate = ValidationGate(anomalies=example_validator.outputs["anomalies"], schema=schema)
     components.append(gate)
 
     if stop_after != "validation":

@@ -58,7 +58,7 @@ def test_compile_without_eval_split_trains_against_test(tmp_path):
     assert cli.main(["compile", "--target", "vertex", "--out", str(out),
                      "--no-eval-split", "--data-format", "csv"]) == 0
     _, spec = _load(out)
-    assert {"SchemaGen", "Trainer", "Evaluator"} <= set(spec.root.dag.tasks)
+    assert {"SchemaGen", "CurateInferredSchema", "Trainer", "Evaluator"} <= set(spec.root.dag.tasks)
     params = spec.root.dag.tasks["ManifestExampleGen"].inputs.parameters
     input_config = json.loads(params["input_config"].runtime_value.constant_value.string_value)
     assert [s["pattern"] for s in input_config["splits"]] == ["train.csv", "test.csv"]

@@ -1,0 +1,46 @@
+"""`CurateInferredSchema`: make a SchemaGen-inferred schema fit free-text features.
+
+tfdv infers a string domain for every bytes feature with few distinct values in the train
+split. For `label` that is right (a test label never seen in training is an anomaly), but for
+`record_id`, `title`, `tags` and `image` it is wrong: every new record id or title would be
+an "Unexpected string values" anomaly, and on small data a clean test split fails validation.
+This step drops those domains and passes the rest of the schema through unchanged.
+"""
+import os
+
+from tfx import v1 as tfx
+
+from sicot.trainer import features
+
+FREE_TEXT_FEATURES = (features.IMAGE_KEY, features.TITLE_KEY, features.TAGS_KEY,
+                      features.RECORD_ID_KEY)
+SCHEMA_FILE = "schema.pbtxt"
+
+
+def drop_free_text_domains(schema):
+    """Removes the string domains of FREE_TEXT_FEATURES from a Schema proto (in place)."""
+    dropped_names = set()
+    for feature in schema.feature:
+        if feature.name in FREE_TEXT_FEATURES:
+            if feature.HasField("domain"):
+                dropped_names.add(feature.domain)
+            feature.ClearField("domain_info")
+    still_used = {f.domain for f in schema.feature if f.HasField("domain")}
+    kept = [d for d in schema.string_domain
+            if d.name not in dropped_names or d.name in still_used]
+    del schema.string_domain[:]
+    schema.string_domain.extend(kept)
+    return schema
+
+
+@tfx.dsl.components.component
+def CurateInferredSchema(  # noqa: N802 - TFX component names are classes
+    schema: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Schema],
+    curated_schema: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Schema],
+) -> None:
+    """Drops the inferred string domains of free-text features (see the module docstring)."""
+    from tfx.utils import io_utils
+
+    proto = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema.uri))
+    io_utils.write_pbtxt_file(os.path.join(curated_schema.uri, SCHEMA_FILE),
+                              drop_free_text_domains(proto))
