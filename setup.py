@@ -22,7 +22,10 @@ setup(
     python_requires=">=3.10,<3.11",
     packages=list(_SUBPACKAGES),
     package_dir=_SUBPACKAGES,
-    package_data={"sicot.serving": ["deploy/*", "deploy/**/*"]},
+    package_data={
+        "sicot.serving": ["deploy/*", "deploy/**/*"],
+        "sicot.pipeline": ["schema/*.pbtxt"],
+    },
     install_requires=[
         "tfx[kfp]==1.16.0",
         "tensorflow==2.16.2",

@@ -54,6 +54,7 @@ def run_transform(examples_dir: str, out_dir: str, config: TransformConfig | Non
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
     from tfx_bsl.public import tfxio as tfxio_lib
 
+    from sicot.trainer import text_ops
     from sicot.trainer.preprocessing import preprocessing_fn
 
     config = config or TransformConfig()
@@ -78,7 +79,9 @@ def run_transform(examples_dir: str, out_dir: str, config: TransformConfig | Non
             schema=schema, telemetry_descriptors=["sicot", "transform_local"])
 
     def read(pipeline, split):
-        return pipeline | f"Read{split}" >> tfxio(split).BeamSource()
+        return (pipeline
+                | f"Read{split}" >> tfxio(split).BeamSource()
+                | f"TextOps{split}" >> beam.Map(text_ops.with_text_ops))
 
     options = PipelineOptions(list(beam_args) + ["--runner=DirectRunner"])
     with beam.Pipeline(options=options) as pipeline:
