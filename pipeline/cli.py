@@ -58,6 +58,9 @@ def register(subparsers) -> None:
     comp.add_argument("--machine-type", default="n1-standard-8")
     comp.add_argument("--gpu-type", default="NVIDIA_TESLA_T4")
     comp.add_argument("--gpu-count", type=int, default=1)
+    comp.add_argument("--vertex-workers", type=int, default=1,
+                      help="training replicas (default 1); more than 1 trains with "
+                           "MultiWorkerMirroredStrategy, the chief exports")
     comp.add_argument("--pipeline-name", default="sicot")
     comp.set_defaults(handler=_compile)
 
@@ -221,10 +224,12 @@ def _compile(args) -> int:
     if args.vertex_project:
         if not args.image:
             raise UserError("--vertex-project needs --image (the training container)")
+        if args.vertex_workers < 1:
+            raise UserError(f"--vertex-workers {args.vertex_workers}: must be >= 1")
         trainer_custom_config = configs.vertex_training_config(
             project=args.vertex_project, region=args.vertex_region, image=args.image,
             machine_type=args.machine_type, accelerator_type=args.gpu_type,
-            accelerator_count=args.gpu_count)
+            accelerator_count=args.gpu_count, worker_count=args.vertex_workers)
     out = kubeflow_v2_runner.compile_vertex(
         output_file=args.out, image=args.image or kubeflow_v2_runner.DEFAULT_IMAGE,
         data_root=args.data, pipeline_root=args.pipeline_root, serving_dir=args.serving_dir,

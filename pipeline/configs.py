@@ -162,27 +162,34 @@ def vertex_training_config(
     machine_type: str = "n1-standard-8",
     accelerator_type: Optional[str] = "NVIDIA_TESLA_T4",
     accelerator_count: int = 1,
+    worker_count: int = 1,
 ) -> Dict[str, Any]:
     """The Trainer's custom_config entries that run `run_fn` as a Vertex AI training job.
 
     With these keys the pipeline uses `tfx.extensions.google_cloud_ai_platform.Trainer`,
-    which submits one worker pool (single worker: TFX 1.16 supports single-worker
-    strategies) on `machine_type` with the given GPUs, running `image` (which must hold the
-    `sicot` package, like the pipeline image).
+    which submits a custom job on `machine_type` with the given GPUs, running `image` (which
+    must hold the `sicot` package, like the pipeline image). `worker_count` > 1 adds a second
+    worker pool of `worker_count - 1` replicas: Vertex sets TF_CONFIG on every replica (pool
+    0 is task type `chief`, pool 1 `worker`), every replica runs the TFX Trainer executor and
+    so `run_fn`, which trains with MultiWorkerMirroredStrategy and lets only the chief write
+    the model (`sicot.trainer.distribution`).
     """
+    if worker_count < 1:
+        raise ValueError(f"worker_count must be >= 1, got {worker_count}")
     machine_spec: Dict[str, Any] = {"machine_type": machine_type}
     if accelerator_type and accelerator_count > 0:
         machine_spec["accelerator_type"] = accelerator_type
         machine_spec["accelerator_count"] = accelerator_count
+    pools = [{"machine_spec": machine_spec, "replica_count": 1,
+              "container_spec": {"image_uri": image}}]
+    if worker_count > 1:
+        pools.append({"machine_spec": dict(machine_spec), "replica_count": worker_count - 1,
+                      "container_spec": {"image_uri": image}})
     return {
         "ai_platform_enable_vertex": True,
         "ai_platform_vertex_region": region,
         "ai_platform_training_args": {
             "project": project,
-            "worker_pool_specs": [{
-                "machine_spec": machine_spec,
-                "replica_count": 1,
-                "container_spec": {"image_uri": image},
-            }],
+            "worker_pool_specs": pools,
         },
     }

@@ -14,7 +14,9 @@ the ValidationGate, runs in it. Submit the JSON with
 To train on GPU workers, pass `trainer_custom_config=configs.vertex_training_config(...)`
 (`sicot compile --vertex-project P --vertex-region R [--gpu-type T --gpu-count N]`): the
 Trainer then submits a Vertex AI custom job running `run_fn` in the same image on one worker
-with the given accelerators; the other components stay on the pipeline's default machines
+with the given accelerators (`--vertex-workers N`: a chief pool of 1 and a worker pool of
+N - 1 replicas, trained with MultiWorkerMirroredStrategy from the TF_CONFIG Vertex sets, the
+chief alone exporting the model); the other components stay on the pipeline's default machines
 and Beam runs inside them (DirectRunner) unless `beam_pipeline_args` name Dataflow.
 """
 from __future__ import annotations
