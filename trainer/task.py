@@ -84,8 +84,16 @@ def run_fn(fn_args):
     import tensorflow as tf
     import tensorflow_transform as tft
 
+    from sicot.trainer import distribution
     from sicot.trainer.input import make_dataset
     from sicot.trainer.sicot_model import build_model
+
+    # MultiWorkerMirroredStrategy must exist before any other TF op runs in the process.
+    tf_config = distribution.read_tf_config()
+    strategy = distribution.make_strategy(tf_config)
+    # Every worker trains and saves; only the chief writes the real output folders.
+    model_run_dir = distribution.worker_dir(fn_args.model_run_dir, tf_config)
+    serving_model_dir = distribution.worker_dir(fn_args.serving_model_dir, tf_config)
 
     custom_config = dict(getattr(fn_args, "custom_config", None) or {})
     model_dict = dict(custom_config.get("model") or {})
@@ -113,11 +121,11 @@ def run_fn(fn_args):
     train_ds = dataset(fn_args.train_files, True, config.balanced_sampling)
     eval_ds = dataset(fn_args.eval_files, False, False) if fn_args.eval_files else None
 
-    strategy = tf.distribute.MirroredStrategy()
     with strategy.scope():
         model = build_model(config, len(class_names), vocab_size, class_counts, max_tokens)
         model.compile(optimizer=_optimizer(config, steps_per_epoch * config.epochs))
-    os.makedirs(fn_args.model_run_dir, exist_ok=True)
+    distribution.prepare_model_for_multi_worker(model, strategy)
+    os.makedirs(model_run_dir, exist_ok=True)
     history = {}
 
     class EpochTimer(keras.callbacks.Callback):
@@ -137,22 +145,25 @@ def run_fn(fn_args):
         for key, values in result.history.items():
             history.setdefault(key, []).extend(float(v) for v in values)
 
-    fit(config.epochs, fn_args.model_run_dir, train_ds)
+    fit(config.epochs, model_run_dir, train_ds)
     if config.model_type == "crt" and config.crt_epochs > 0:
         # cRT stage 2: frozen tower (BN in inference mode), fresh classifier, balanced sampling.
         with strategy.scope():
             model.visual_tower.trainable = False
             model.reset_classifier(seed=config.seed + 1)
             model.compile(optimizer=_optimizer(config, steps_per_epoch * config.crt_epochs))
-        fit(config.crt_epochs, os.path.join(fn_args.model_run_dir, "crt_stage2"),
+        distribution.prepare_model_for_multi_worker(model, strategy)
+        fit(config.crt_epochs, os.path.join(model_run_dir, "crt_stage2"),
             dataset(fn_args.train_files, True, True))
         model.visual_tower.trainable = True
 
-    model.save(os.path.join(fn_args.model_run_dir, KERAS_MODEL_FILE))
-    with open(os.path.join(fn_args.model_run_dir, HISTORY_FILE), "w") as f:
+    model.save(os.path.join(model_run_dir, KERAS_MODEL_FILE))
+    with open(os.path.join(model_run_dir, HISTORY_FILE), "w") as f:
         json.dump({"config": config.to_dict(), "steps_per_epoch": steps_per_epoch,
                    "history": history}, f, indent=2)
     from sicot.serving.export import export_serving_model
 
-    export_serving_model(model, tf_transform_output, fn_args.serving_model_dir)
+    export_serving_model(model, tf_transform_output, serving_model_dir)
+    distribution.cleanup_worker_dir(fn_args.model_run_dir, tf_config)
+    distribution.cleanup_worker_dir(fn_args.serving_model_dir, tf_config)
     return model
