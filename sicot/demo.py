@@ -18,23 +18,36 @@ import sys
 import time
 
 
+DEMO_EPOCHS = 6
+
+
 def register(subparsers):
     p = subparsers.add_parser(
         "demo", help="generate data, run the TFX pipeline, serve the pushed model, predict")
     p.add_argument("--workdir", default="runs/demo",
                    help="where data, pipeline artifacts and the served model go (default runs/demo)")
     p.add_argument("--classes", type=int, default=None, help="number of classes (synth default)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (pipeline default)")
+    p.add_argument("--epochs", type=int, default=DEMO_EPOCHS,
+                   help=f"training epochs (default {DEMO_EPOCHS}: the demo's time budget on 2 cores)")
     p.add_argument("--model", default="sicot", help="model to train (default sicot)")
     p.add_argument("--fresh", action="store_true",
                    help="delete WORKDIR first (otherwise unchanged pipeline steps are cached)")
     p.set_defaults(handler=run_demo)
 
 
+# TensorFlow's C++ start-up notes (no CUDA here, CPU flags) and Google client libraries'
+# Python-version notices bury the output a user came for; errors still print.
+_QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore::FutureWarning"}
+
+
+def _env() -> dict:
+    return {**_QUIET_ENV, **os.environ}
+
+
 def _sicot(*args: str) -> None:
     cmd = [sys.executable, "-m", "sicot.cli", *args]
     print("\n$ sicot " + " ".join(shlex.quote(a) for a in args), flush=True)
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True, env=_env())
 
 
 def _free_port() -> int:
@@ -109,7 +122,7 @@ def run_demo(args) -> int:
              "--rest-port", str(rest_port)]
     print(f"\n$ sicot serve --model-base-path {serving_dir} --model-name sicot "
           f"--grpc-port {grpc_port} --rest-port {rest_port} &", flush=True)
-    server = subprocess.Popen(serve)
+    server = subprocess.Popen(serve, env=_env())
     try:
         _wait_for_port(grpc_port, server)
         print(f"\nQuery: {record['image']}  (true class {record['label']})")
