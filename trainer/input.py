@@ -97,7 +97,12 @@ def make_dataset(file_pattern, tf_transform_output, batch_size: int, *, training
     ds = ds.map(lambda i, t, l: ({IMAGE_INPUT: i, TOKENS_INPUT: t}, l),
                 num_parallel_calls=AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=False)
-    return ds.prefetch(AUTOTUNE)
+    # Multi-worker: shard by element, not by file (Transform may write a single file, and
+    # FILE sharding then fails with fewer files than workers). No effect on one worker.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA)
+    return ds.with_options(options).prefetch(AUTOTUNE)
 
 
 def count_records(file_pattern) -> int:
