@@ -47,6 +47,12 @@ class ModelConfig:
       crt_epochs: cRT stage 2 epochs (classifier re-training, balanced sampling, frozen tower).
       balanced_sampling: sample classes uniformly during (stage-1) training.
       augment: random flip / crop / brightness / contrast in the input pipeline.
+      sampled_classifier_min_classes: from this many classes on, every head is a
+        `SampledClassifierHead` (Partial FC: training logits over the batch's classes plus a
+        random `negative_share` of the others; exact softmax at evaluation and serving) and
+        the class centres get a row-sparse SGD update (`SparseCentreAdamW`).
+      negative_share: share of the classes drawn per step by the sampled heads.
+      centre_learning_rate, centre_momentum: SGD of the sampled heads' centre tables.
     """
 
     model_type: str = "sicot"
@@ -77,6 +83,10 @@ class ModelConfig:
     crt_epochs: int = 3
     balanced_sampling: bool = False
     augment: bool = True
+    sampled_classifier_min_classes: int = 50_000
+    negative_share: float = 0.1
+    centre_learning_rate: float = 0.1
+    centre_momentum: float = 0.9
 
     def __post_init__(self):
         def check_choice(name, choices):
@@ -100,9 +110,23 @@ class ModelConfig:
                      "distill_weight", "align_weight", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: must be >= 0")
-        for name in ("learning_rate", "distill_temperature", "cosine_scale"):
+        if self.sampled_classifier_min_classes < 1:
+            raise ValueError(f"ModelConfig.sampled_classifier_min_classes="
+                             f"{self.sampled_classifier_min_classes!r}: must be >= 1")
+        if not 0.0 < self.negative_share <= 1.0:
+            raise ValueError(f"ModelConfig.negative_share={self.negative_share!r}: must be in "
+                             f"(0, 1]")
+        if not 0.0 <= self.centre_momentum < 1.0:
+            raise ValueError(f"ModelConfig.centre_momentum={self.centre_momentum!r}: must be "
+                             f"in [0, 1)")
+        for name in ("learning_rate", "distill_temperature", "cosine_scale",
+                     "centre_learning_rate"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: must be > 0")
+
+    def uses_sampled_classifier(self, num_classes: int) -> bool:
+        """Whether a model of `num_classes` classes trains with sampled heads."""
+        return int(num_classes) >= self.sampled_classifier_min_classes
 
     @property
     def uses_text(self) -> bool:

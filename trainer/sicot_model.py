@@ -13,6 +13,7 @@ from sicot.trainer import long_tail_losses
 from sicot.trainer.bilinear_word_attention import BilinearWordAttention
 from sicot.trainer.classifier_head import ClassifierHead
 from sicot.trainer.model_config import ModelConfig
+from sicot.trainer.sampled_classifier_head import SampledClassifierHead
 from sicot.trainer.visual_tower import VisualTower
 
 IMAGE_INPUT = "image"
@@ -63,16 +64,25 @@ class SICoTModel(keras.Model):
         self._log_prior = long_tail_losses.log_class_prior(class_counts)
 
         self.visual_tower = VisualTower(cfg.backbone, cfg.embedding_dim, name="visual_tower")
+        # Above the class-count threshold: Partial FC heads (train on a class sample, exact
+        # softmax at evaluation and serving), one sample per step shared by all heads.
+        self.sampled = cfg.uses_sampled_classifier(self.num_classes)
         head_args = dict(classifier_type=cfg.classifier_type, scale=cfg.cosine_scale,
                          learn_scale=cfg.learn_cosine_scale)
-        self.visual_head = ClassifierHead(self.num_classes, name="visual_head", **head_args)
+
+        def head(name):
+            if self.sampled:
+                return SampledClassifierHead(self.num_classes, cfg.negative_share,
+                                             seed=cfg.seed, name=name, **head_args)
+            return ClassifierHead(self.num_classes, name=name, **head_args)
+
+        self.visual_head = head("visual_head")
         if cfg.uses_text:
             self.word_attention = BilinearWordAttention(
                 self.vocab_size, cfg.token_dim, cfg.attention_rank, cfg.embedding_dim,
                 use_attention=cfg.use_attention, name="word_attention")
-            self.semantic_head = ClassifierHead(self.num_classes, name="semantic_head",
-                                                **head_args)
-            self.fused_head = ClassifierHead(self.num_classes, name="fused_head", **head_args)
+            self.semantic_head = head("semantic_head")
+            self.fused_head = head("fused_head")
         self._term_trackers = {}
         for term in self._loss_term_names():
             self._term_trackers[term] = keras.metrics.Mean(name=f"loss_{term}")
@@ -98,22 +108,51 @@ class SICoTModel(keras.Model):
 
     def call(self, inputs, training=False):
         visual = self.visual_tower(inputs[IMAGE_INPUT], training=training)
-        outputs = {"visual_logits": self.visual_head(visual), "embedding": visual}
+        # A sampled model in training returns features only: the logits over the step's class
+        # sample are computed in `loss_terms`, where the labels are known.
+        full_logits = not (self.sampled and training)
+        outputs = {"embedding": visual}
+        if full_logits:
+            outputs["visual_logits"] = self.visual_head(visual)
         if self.model_config.uses_text and TOKENS_INPUT in inputs:
             semantic, attention = self.word_attention(visual, inputs[TOKENS_INPUT])
             outputs["semantic"] = semantic
             outputs["attention"] = attention
-            outputs["semantic_logits"] = self.semantic_head(semantic)
-            outputs["fused_logits"] = self.fused_head(ops.concatenate([visual, semantic], -1))
+            if full_logits:
+                outputs["semantic_logits"] = self.semantic_head(semantic)
+                outputs["fused_logits"] = self.fused_head(
+                    ops.concatenate([visual, semantic], -1))
         return outputs
+
+    def _add_sampled_logits(self, y, y_pred):
+        """Sampled-head training: draws one class sample (the batch's classes + a random share)
+        and adds the heads' logits over it, the labels remapped into it and the prior of the
+        sampled classes to `y_pred` (in place, so `compute_metrics` reuses the same sample)."""
+        if "sampled_labels" in y_pred:
+            return
+        ids, sampled_labels = self.visual_head.sample_classes(y)
+        y_pred["sampled_labels"] = sampled_labels
+        y_pred["sampled_log_prior"] = ops.take(ops.convert_to_tensor(self._log_prior), ids)
+        visual = y_pred["embedding"]
+        y_pred["visual_logits"] = self.visual_head.sampled_logits(visual, ids)
+        if "semantic" in y_pred:
+            semantic = y_pred["semantic"]
+            y_pred["semantic_logits"] = self.semantic_head.sampled_logits(semantic, ids)
+            y_pred["fused_logits"] = self.fused_head.sampled_logits(
+                ops.concatenate([visual, semantic], -1), ids)
 
     def loss_terms(self, y, y_pred):
         """Unweighted mean of each loss term over the batch: dict name -> scalar."""
         cfg = self.model_config
+        log_prior = self._log_prior
+        if self.sampled and "visual_logits" not in y_pred:
+            self._add_sampled_logits(y, y_pred)
+        if "sampled_labels" in y_pred:
+            y, log_prior = y_pred["sampled_labels"], y_pred["sampled_log_prior"]
 
         def long_tail(logits):
             return long_tail_losses.long_tail_cross_entropy(
-                y, logits, self._log_prior, cfg.loss_type, cfg.tau)
+                y, logits, log_prior, cfg.loss_type, cfg.tau)
 
         terms = {"visual": ops.mean(long_tail(y_pred["visual_logits"]))}
         if not cfg.uses_text:
@@ -150,9 +189,11 @@ class SICoTModel(keras.Model):
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         # Weighted by the batch size, like Keras' own loss tracker (a last partial or empty
         # batch must not count as much as a full one).
-        batch = ops.cast(ops.shape(y_pred["visual_logits"])[0], "float32")
+        batch = ops.cast(ops.shape(y_pred["embedding"])[0], "float32")
         for name, value in self.loss_terms(y, y_pred).items():
             self._term_trackers[name].update_state(value, sample_weight=batch)
+        # Sampled training: accuracy within the step's class sample (as Partial FC reports).
+        y = y_pred.get("sampled_labels", y)
         self.visual_accuracy.update_state(y, y_pred["visual_logits"])
         if "fused_logits" in y_pred:
             self.fused_accuracy.update_state(y, y_pred["fused_logits"])
@@ -162,7 +203,11 @@ class SICoTModel(keras.Model):
         """Re-initialises the visual head (cRT stage 2)."""
         head = self.visual_head
         init = keras.initializers.GlorotUniform(seed=seed)
-        head.kernel.assign(init(head.kernel.shape))
+        if isinstance(head, SampledClassifierHead):
+            dim, classes = head.centres.shape[1], head.centres.shape[0]
+            head.centres.assign(ops.transpose(init((dim, classes))))
+        else:
+            head.kernel.assign(init(head.kernel.shape))
         if head.classifier_type == "linear":
             head.bias.assign(ops.zeros(head.bias.shape))
 

@@ -54,12 +54,20 @@ def model_shapes(tf_transform_output):
     return image_size, max_tokens, vocab_size
 
 
-def _optimizer(config: ModelConfig, total_steps: int, learning_rate=None):
+def _optimizer(config: ModelConfig, total_steps: int, learning_rate=None, sampled=False):
+    """AdamW with cosine decay; with sampled heads, SparseCentreAdamW (the class-centre tables
+    get a row-sparse SGD update and no Adam slots)."""
     import keras
 
     lr = config.learning_rate if learning_rate is None else learning_rate
     schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, total_steps),
                                                       alpha=0.01)
+    if sampled:
+        from sicot.trainer.sparse_centre_adamw import SparseCentreAdamW
+
+        return SparseCentreAdamW(centre_learning_rate=config.centre_learning_rate,
+                                 centre_momentum=config.centre_momentum,
+                                 learning_rate=schedule, weight_decay=config.weight_decay)
     return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
 
 
@@ -123,7 +131,8 @@ def run_fn(fn_args):
 
     with strategy.scope():
         model = build_model(config, len(class_names), vocab_size, class_counts, max_tokens)
-        model.compile(optimizer=_optimizer(config, steps_per_epoch * config.epochs))
+        model.compile(optimizer=_optimizer(config, steps_per_epoch * config.epochs,
+                                           sampled=model.sampled))
     distribution.prepare_model_for_multi_worker(model, strategy)
     os.makedirs(model_run_dir, exist_ok=True)
     history = {}
@@ -151,7 +160,8 @@ def run_fn(fn_args):
         with strategy.scope():
             model.visual_tower.trainable = False
             model.reset_classifier(seed=config.seed + 1)
-            model.compile(optimizer=_optimizer(config, steps_per_epoch * config.crt_epochs))
+            model.compile(optimizer=_optimizer(config, steps_per_epoch * config.crt_epochs,
+                                               sampled=model.sampled))
         distribution.prepare_model_for_multi_worker(model, strategy)
         fit(config.crt_epochs, os.path.join(model_run_dir, "crt_stage2"),
             dataset(fn_args.train_files, True, True))
