@@ -102,17 +102,7 @@ def _example_gen_both_ways(tmp_path, data):
 
 
 @pytest.mark.slow
-def test_example_gen_counts_and_record_ids_match_single_process(tmp_path, datasets):
-    _example_gen_both_ways(tmp_path, _dataset(tmp_path, datasets))
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-    "multi_processing workers load the transform graph without importing tensorflow_text: "
-    "\"KeyError: 'CaseFoldUTF8'\". Fix (tested by hand): in transform_local.run_transform, "
-    "pass the raw records through an identity beam.Map whose module imports tensorflow_text "
-    "at top level, so every worker process registers the ops. Remove this xfail then."))
-def test_transform_counts_and_outputs_match_single_process(tmp_path, datasets):
+def test_example_gen_and_transform_match_single_process(tmp_path, datasets):
     from sicot.trainer.preprocessing import TransformConfig
     from sicot.trainer.transform_local import run_transform
 
