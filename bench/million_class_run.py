@@ -8,9 +8,11 @@ The class table and training counts of all classes come from the synth metadata
 (`classes.jsonl`, rank 0 = most frequent, the id order of the Transform's `label`
 vocabulary); images exist for the `--images-for` classes only, spread from head to tail, so
 the run trains on those records while the classifier, the logit-adjustment prior and the
-exact evaluation softmax cover every class. Model: the project's `VisualTower` (small) and
-`SampledClassifierHead` (negative share 0.1) with the logit-adjusted loss, `SparseCentreAdamW`
-(or `--head dense`: `ClassifierHead` + AdamW, the full softmax, for comparison). Prints JSON:
+exact evaluation softmax cover every class. Model: the trainer's own `SICoTModel` from
+`build_model`, preset `logit_adjust` (visual tower small + visual head, logit-adjusted loss),
+which above `sampled_classifier_min_classes` gets a `SampledClassifierHead` (negative share
+0.1), with run_fn's optimizer (`SparseCentreAdamW`); `--head dense` raises the threshold so
+the same model gets the dense `ClassifierHead` and AdamW, for comparison. Prints JSON:
 classes, records, median step seconds and steps/s, peak RSS (resource.getrusage ru_maxrss),
 RSS after building, peak RSS at the end of training and at the end (after the exact
 evaluation), the optimizer state size, the loss first/last, and the top-1 of the exact 1M-way
@@ -71,6 +73,7 @@ def main(argv=None) -> int:
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--embedding-dim", type=int, default=64)
     parser.add_argument("--negative-share", type=float, default=0.1)
+    parser.add_argument("--centre-learning-rate", type=float, default=0.1)
     parser.add_argument("--max-records", type=int, default=20_000)
     parser.add_argument("--eval-records", type=int, default=512,
                         help="training images scored with the exact 1M-way softmax after training")
@@ -85,54 +88,27 @@ def main(argv=None) -> int:
     import numpy as np
     import psutil
     import tensorflow as tf
-    from keras import ops
 
-    from sicot.trainer import long_tail_losses
-    from sicot.trainer.classifier_head import ClassifierHead
-    from sicot.trainer.sampled_classifier_head import SampledClassifierHead
-    from sicot.trainer.sparse_centre_adamw import SparseCentreAdamW
-    from sicot.trainer.visual_tower import VisualTower
+    from sicot.trainer.model_config import ModelConfig
+    from sicot.trainer.sicot_model import IMAGE_INPUT, build_model
+    from sicot.trainer.task import _optimizer
 
-    keras.utils.set_random_seed(0)
-    log_prior = long_tail_losses.log_class_prior(counts)
-    sampled = args.head == "sampled"
-
-    class MillionClassModel(keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.visual_tower = VisualTower("small", args.embedding_dim, name="visual_tower")
-            if sampled:
-                self.visual_head = SampledClassifierHead(
-                    num_classes, args.negative_share, seed=0, name="visual_head")
-            else:
-                self.visual_head = ClassifierHead(num_classes, name="visual_head")
-
-        def call(self, images, training=False):
-            features = self.visual_tower(images, training=training)
-            if training and sampled:
-                return {"features": features}
-            return {"features": features, "logits": self.visual_head(features)}
-
-        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-            if sampled:
-                ids, y_k = self.visual_head.sample_classes(y)
-                logits = self.visual_head.sampled_logits(y_pred["features"], ids)
-                return ops.mean(long_tail_losses.long_tail_cross_entropy(
-                    y_k, logits, ops.take(log_prior, ids), "logit_adjust", 1.0))
-            return ops.mean(long_tail_losses.long_tail_cross_entropy(
-                y, y_pred["logits"], log_prior, "logit_adjust", 1.0))
-
-    model = MillionClassModel()
-    model(x[:1])
-    if sampled:
-        optimizer = SparseCentreAdamW(centre_learning_rate=1.0, centre_momentum=0.9,
-                                      learning_rate=2e-3, weight_decay=1e-4)
-    else:
-        optimizer = keras.optimizers.AdamW(learning_rate=2e-3, weight_decay=1e-4)
+    # The trainer's own model: the visual-only logit-adjustment preset; above
+    # sampled_classifier_min_classes (50,000) build_model gives it a SampledClassifierHead.
+    config = ModelConfig.preset("logit_adjust").replace(
+        image_size=args.image_size, embedding_dim=args.embedding_dim, batch_size=args.batch,
+        negative_share=args.negative_share, centre_learning_rate=args.centre_learning_rate,
+        sampled_classifier_min_classes=(
+            2 * num_classes if args.head == "dense"
+            else min(ModelConfig().sampled_classifier_min_classes, num_classes)),
+        augment=False)
+    model = build_model(config, num_classes, vocab_size=2, class_counts=counts, max_tokens=1)
+    assert model.sampled == (args.head == "sampled")
+    optimizer = _optimizer(config, args.steps, sampled=model.sampled)
     model.compile(optimizer=optimizer)
     rss_built = psutil.Process().memory_info().rss
 
-    ds = (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(y), seed=0)
+    ds = (tf.data.Dataset.from_tensor_slices(({IMAGE_INPUT: x}, y)).shuffle(len(y), seed=0)
           .repeat().batch(args.batch))
     times, losses = [], []
 
@@ -151,7 +127,8 @@ def main(argv=None) -> int:
     predictions = []
     n_eval = min(len(y), args.eval_records)
     for i in range(0, n_eval, 64):
-        predictions.append(np.argmax(np.asarray(model(x[i:min(i + 64, n_eval)])["logits"]), -1))
+        batch = {IMAGE_INPUT: x[i:min(i + 64, n_eval)]}
+        predictions.append(np.argmax(np.asarray(model(batch)["visual_logits"]), -1))
     eval_s = time.perf_counter() - start
     top1 = float((np.concatenate(predictions) == y[:n_eval]).mean())
     print(json.dumps({
