@@ -23,8 +23,9 @@ def register(subparsers) -> None:
                      choices=["direct", "direct-parallel", "flink", "spark"],
                      help="Beam runner preset (docs/pipeline.md); default direct (in memory)")
     run.add_argument("--beam-args", default="",
-                     help="extra Beam flags, one quoted string, e.g. "
-                          "\"--direct_num_workers=2\" (appended to the preset's)")
+                     help="extra Beam flags, one quoted string joined with '=' since it "
+                          "starts with '--', e.g. --beam-args=\"--direct_num_workers=2 "
+                          "--direct_running_mode=multi_processing\" (appended to the preset's)")
     run.add_argument("--no-cache", action="store_true",
                      help="re-run every component even if its inputs are unchanged")
     run.add_argument("--max-bad-fraction", type=float, default=None,
