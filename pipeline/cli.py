@@ -82,6 +82,10 @@ def _add_model_args(parser: argparse.ArgumentParser, schema_default="curated") -
     parser.add_argument("--schema", default=schema_default,
                         help="'curated' (pipeline/schema/schema.pbtxt), 'infer' (SchemaGen "
                              "from the train split) or a schema.pbtxt path")
+    parser.add_argument("--allow-unseen-labels", default="", metavar="SPLITS",
+                        help="comma-separated splits (eval, test) that may hold labels the "
+                             "train split never has; by default such labels stop the run "
+                             "at validation")
     parser.add_argument("--min-top1", type=float, default=None,
                         help="bless only if overall image-only top-1 >= this")
     parser.add_argument("--min-few-top1", type=float, default=None,
@@ -143,11 +147,17 @@ def _settings(args) -> dict:
         if not args.schema.startswith("gs://") and not os.path.isfile(args.schema):
             raise UserError(f"--schema {args.schema}: no such file")
         schema_path = args.schema
+    allow_unseen_labels = [s.strip() for s in args.allow_unseen_labels.split(",") if s.strip()]
+    unknown = sorted(set(allow_unseen_labels) - set(configs.HELD_OUT_SPLITS))
+    if unknown:
+        raise UserError(f"--allow-unseen-labels: unknown split(s) {', '.join(unknown)}; "
+                        f"choose from {', '.join(configs.HELD_OUT_SPLITS)}")
     return dict(
         pipeline_name=args.pipeline_name,
         model_config=model,
         transform_config=transform,
         schema_path=schema_path,
+        allow_unseen_labels=allow_unseen_labels,
         train_steps=args.train_steps,
         eval_steps=args.eval_steps,
         thresholds=thresholds,

@@ -31,6 +31,7 @@ TRANSFORM_SIGNATURE = "transform_features"
 QUERY_MODES = ("image_only", "image_text")  # outputs of EVAL_SIGNATURE: class probabilities
 
 SPLITS = ("train", "eval", "test")
+HELD_OUT_SPLITS = ("eval", "test")  # their labels must occur in train unless allowed
 ANALYZE_SPLITS = ("train",)
 EVALUATE_SPLIT = "test"
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema")

@@ -18,6 +18,7 @@ ENV (all optional except SICOT_DATA):
   SICOT_MODEL, SICOT_EPOCHS, SICOT_BACKBONE, SICOT_IMAGE_SIZE   model settings
   SICOT_BAND_EDGES      LOW,HIGH class bands (default 20,100)
   SICOT_BEAM_PRESET     direct (default) | direct-parallel | flink | spark
+  SICOT_ALLOW_UNSEEN_LABELS   splits (eval,test) that may hold labels train never has
   SICOT_NO_CACHE=1      disable caching
 """
 from __future__ import annotations
@@ -96,6 +97,8 @@ def settings_from_env(env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
         transform_config=transform,
         beam_pipeline_args=configs.beam_pipeline_args(env.get("SICOT_BEAM_PRESET", "direct")),
         enable_cache=env.get("SICOT_NO_CACHE", "") not in ("1", "true", "yes"),
+        allow_unseen_labels=[s.strip() for s in
+                             env.get("SICOT_ALLOW_UNSEEN_LABELS", "").split(",") if s.strip()],
     )
 
 

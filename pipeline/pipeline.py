@@ -4,7 +4,8 @@
     `<split>-*.tfrecord.gz`)
   -> StatisticsGen -> SchemaGen (inferred from train; free-text string domains dropped by
      CurateInferredSchema) or ImportSchemaGen (curated schema)
-  -> ExampleValidator -> ValidationGate (raises on any anomaly; passes the schema on)
+  -> ExampleValidator + UnseenLabelValidator (eval/test labels the train split never has)
+  -> ValidationGate (raises on any anomaly of either; passes the schema on)
   -> Transform (analyze train; transform every split)
   -> Trainer (run_fn by dotted name; TensorBoard logs in the ModelRun artifact)
   -> Evaluator (TFMA on the test split, sliced by band_xf; blessing thresholds, baseline =
@@ -131,6 +132,7 @@ def create_pipeline(
     transform_config: Optional[Mapping[str, Any]] = None,
     import_config: Optional[Mapping[str, Any]] = None,
     schema_path: Optional[str] = configs.CURATED_SCHEMA,
+    allow_unseen_labels: Sequence[str] = (),
     train_steps: Optional[int] = None,
     eval_steps: Optional[int] = None,
     thresholds: configs.BlessingThresholds = configs.BlessingThresholds(),
@@ -156,6 +158,9 @@ def create_pipeline(
       import_config: `ImportConfig` fields for ManifestExampleGen (e.g. max_bad_fraction).
       schema_path: curated schema (ImportSchemaGen); None = SchemaGen infers it from the
         train split's statistics.
+      allow_unseen_labels: splits (of "eval", "test") whose labels need not occur in the
+        train split (open-set evaluation); by default a label the train split never has
+        stops the run at the ValidationGate.
       train_steps, eval_steps: Trainer TrainArgs/EvalArgs num_steps; None lets run_fn run its
         epochs over the data.
       thresholds: Evaluator blessing thresholds.
@@ -173,10 +178,15 @@ def create_pipeline(
 
     from sicot.pipeline.manifest_example_gen import ManifestExampleGen
     from sicot.pipeline.schema_curation import CurateInferredSchema
+    from sicot.pipeline.unseen_label_validator import UnseenLabelValidator
     from sicot.pipeline.validation_gate import ValidationGate
 
     if stop_after not in (None, "validation", "transform", "trainer"):
         raise ValueError(f"stop_after must be validation, transform or trainer, got {stop_after!r}")
+    unknown = sorted(set(allow_unseen_labels) - set(configs.HELD_OUT_SPLITS))
+    if unknown:
+        raise ValueError(f"allow_unseen_labels: unknown split(s) {unknown}; choose from "
+                         f"{', '.join(configs.HELD_OUT_SPLITS)}")
     layout = dataset_layout or detect_dataset_layout(data_root)
     splits = layout.splits
     components = []
@@ -207,14 +217,24 @@ def create_pipeline(
     components.append(schema_gen)
     schema = schema_gen.outputs["schema"]
     if not schema_path:
-        # Inferred string domains fit label but not free text (record_id, title...).
-        curation = CurateInferredSchema(schema=schema)
+        # Inferred string domains fit label but not free text (record_id, title...); the
+        # label's goes too when some split may hold classes train never has.
+        curation = CurateInferredSchema(schema=schema,
+                                        keep_label_domain=not allow_unseen_labels)
         components.append(curation)
         schema = curation.outputs["curated_schema"]
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema)
     components.append(example_validator)
-    gate = ValidationGate(anomalies=example_validator.outputs["anomalies"], schema=schema)
+    # The curated schema leaves label values open and TFDV statistics keep only the top
+    # 1,000 values: new classes in eval/test are found from the examples themselves.
+    unseen_label_validator = UnseenLabelValidator(
+        examples=example_gen.outputs["examples"],
+        allowed_splits=",".join(sorted(allow_unseen_labels)))
+    components.append(unseen_label_validator)
+    gate = ValidationGate(anomalies=example_validator.outputs["anomalies"],
+                          label_anomalies=unseen_label_validator.outputs["anomalies"],
+                          schema=schema)
     components.append(gate)
 
     if stop_after != "validation":

@@ -1,9 +1,10 @@
-"""`ValidationGate`: stop the run when ExampleValidator found anomalies.
+"""`ValidationGate`: stop the run when ExampleValidator or UnseenLabelValidator found anomalies.
 
 In TFX 1.16 ExampleValidator records anomalies (and a `blessed` custom property) but does
 not fail, so Transform and Trainer would go on with bad data. The gate reads the anomalies
-of every validated split and raises with one line per anomaly (split, feature, short
-description). Otherwise it passes the schema through unchanged: Transform takes its schema
+of every validated split, from ExampleValidator (schema) and from UnseenLabelValidator
+(labels the train split never has), and raises with one line per anomaly (split, feature,
+short description). Otherwise it passes the schema through unchanged: Transform takes its schema
 from the gate, so Transform (and everything after it) cannot run before the gate passed.
 """
 
@@ -53,6 +54,8 @@ def load_anomalies(anomalies_artifact) -> Dict[str, object]:
 @tfx.dsl.components.component
 def ValidationGate(  # noqa: N802 - TFX component names are classes
     anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
+    label_anomalies: tfx.dsl.components.InputArtifact[
+        tfx.types.standard_artifacts.ExampleAnomalies],
     schema: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Schema],
     validated_schema: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Schema],
 ) -> None:
@@ -60,13 +63,15 @@ def ValidationGate(  # noqa: N802 - TFX component names are classes
     import tensorflow as tf
     from tfx.utils import io_utils
 
-    problems = describe_anomalies(load_anomalies(anomalies))
+    problems = (describe_anomalies(load_anomalies(anomalies))
+                + describe_anomalies(load_anomalies(label_anomalies)))
     if problems:
         raise DataValidationError(
             f"data validation failed with {len(problems)} anomal"
             f"{'y' if len(problems) == 1 else 'ies'}; stopping before Transform and Trainer:\n  "
             + "\n  ".join(problems)
-            + f"\n(anomalies: {anomalies.uri}; schema: {schema.uri})")
+            + f"\n(anomalies: {anomalies.uri}; label anomalies: {label_anomalies.uri}; "
+              f"schema: {schema.uri})")
     source = io_utils.get_only_uri_in_dir(schema.uri)
     tf.io.gfile.makedirs(validated_schema.uri)
     tf.io.gfile.copy(source, os.path.join(validated_schema.uri, SCHEMA_FILE), overwrite=True)

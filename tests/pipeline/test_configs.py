@@ -67,6 +67,7 @@ def test_dataset_layout(tmp_path):
     (["--band-edges", "10,5"], "need 0 < LOW <= HIGH"),
     (["--max-bad-fraction", "2"], "--max-bad-fraction must be in [0, 1]"),
     (["--schema", "/nope/schema.pbtxt"], "--schema /nope/schema.pbtxt: no such file"),
+    (["--allow-unseen-labels", "eval,evel"], "--allow-unseen-labels: unknown split(s) evel"),
 ])
 def test_sicot_run_rejects_bad_input_before_running(tmp_path, capsys, extra, message):
     (tmp_path / "train.jsonl").write_text("")
@@ -93,12 +94,14 @@ def test_local_runner_settings_from_env(tmp_path):
     settings = local_runner.settings_from_env({
         "SICOT_DATA": str(tmp_path / "data"), "SICOT_HOME": str(tmp_path / "home"),
         "SICOT_EPOCHS": "2", "SICOT_IMAGE_SIZE": "32", "SICOT_BAND_EDGES": "4,10",
-        "SICOT_BEAM_PRESET": "direct-parallel", "SICOT_NO_CACHE": "1"})
+        "SICOT_BEAM_PRESET": "direct-parallel", "SICOT_NO_CACHE": "1",
+        "SICOT_ALLOW_UNSEEN_LABELS": "eval, test"})
     assert settings["pipeline_root"] == str(tmp_path / "home" / "tfx" / "sicot")
     assert settings["serving_dir"] == str(tmp_path / "home" / "serving" / "sicot")
     assert settings["model_config"] == {"preset": "sicot", "epochs": 2, "image_size": 32}
     assert settings["transform_config"] == {"image_size": 32, "band_edges": [4, 10]}
     assert settings["beam_pipeline_args"][0] == "--direct_running_mode=multi_processing"
     assert settings["enable_cache"] is False
+    assert settings["allow_unseen_labels"] == ["eval", "test"]
     with pytest.raises(ValueError, match="set SICOT_DATA"):
         local_runner.settings_from_env({})

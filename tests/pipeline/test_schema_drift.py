@@ -3,13 +3,14 @@
 Kinds of drift (tests/pipeline/test_validation_gate.py covers missing labels):
   * a feature missing from a split (no `title` in test),
   * a type change (`image` written as int64 values in test),
-  * a new label in test that the training split never had (inferred schema: the label gets a
-    string domain from train; the curated schema leaves label values open, so there the run
-    goes on and the unseen class is counted by the Evaluator as a miss),
+  * a new label in test that the training split never had (curated schema: caught by
+    UnseenLabelValidator, which reads the labels from the examples, see
+    tests/pipeline/test_unseen_label_validator.py for 1,200 classes and the allow option;
+    inferred schema: also by ExampleValidator, as the label gets a string domain from train),
   * an extra, unknown feature in test.
 Real components through LocalDagRunner (ImportExampleGen, StatisticsGen, ImportSchemaGen or
-SchemaGen, ExampleValidator, ValidationGate) with SQLite MLMD; the data is a few dozen rows
-(about 30 s per case on 2 busy cores).
+SchemaGen, ExampleValidator, UnseenLabelValidator, ValidationGate) with SQLite MLMD; the data
+is a few dozen rows (about 30 s per case on 2 busy cores).
 """
 from __future__ import annotations
 
@@ -77,6 +78,7 @@ CAUGHT = [
     ("missing_feature", "curated", "feature 'title'"),
     ("missing_feature", "inferred", "feature 'title'"),
     ("type_change", "curated", "feature 'image'"),
+    ("new_label", "curated", "feature 'label': Labels not in the train split"),
     ("new_label", "inferred", "feature 'label': Unexpected string values"),
     ("extra_feature", "curated", "feature 'price'"),
 ]

@@ -57,3 +57,7 @@ def test_curation_drops_free_text_domains_only():
     assert by_name["label"].domain == "label"
     assert not by_name["title"].HasField("domain")
     assert not by_name["record_id"].HasField("domain")
+    # allow_unseen_labels: the label's inferred domain goes too
+    curated = drop_free_text_domains(schema, keep_label_domain=False)
+    assert not curated.string_domain
+    assert not any(f.HasField("domain") for f in curated.feature)
