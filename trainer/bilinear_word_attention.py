@@ -66,6 +66,11 @@ class BilinearWordAttention(layers.Layer):
         self._word_value.build((None, None, self.token_dim))
         self.built = True
 
+    def embed_tokens(self, tokens):
+        """Word embeddings e_i of token ids (any shape) -> [..., token_dim]; shared with the
+        text-composed class centres of the visual head."""
+        return self._embedding(ops.cast(tokens, "int32"))
+
     def call(self, visual, tokens):
         tokens = ops.cast(tokens, "int32")
         mask = ops.cast(ops.not_equal(tokens, 0), "float32")  # [B, T]

@@ -25,6 +25,8 @@ class ClassifierHead(layers.Layer):
 
     Call arguments:
       features: float [B, D].
+      extra_centres: optional float [num_classes, D] added to the learned class centres
+        (SICoT's text-composed centres), i.e. centre_c = w_c + extra_c.
 
     Returns:
       float32 logits [B, num_classes].
@@ -62,15 +64,18 @@ class ClassifierHead(layers.Layer):
                 initializer=keras.initializers.Constant(math.log(self.scale)))
         self.built = True
 
-    def call(self, features):
+    def call(self, features, extra_centres=None):
         features = ops.cast(features, "float32")
+        kernel = self.kernel
+        if extra_centres is not None:
+            kernel = kernel + ops.transpose(ops.cast(extra_centres, "float32"))
         if self.classifier_type == "linear":
-            return ops.matmul(features, self.kernel) + self.bias
+            return ops.matmul(features, kernel) + self.bias
         features = features / ops.sqrt(ops.sum(ops.square(features), -1, keepdims=True) + 1e-12)
-        centres = self.kernel / ops.sqrt(ops.sum(ops.square(self.kernel), 0, keepdims=True) + 1e-12)
+        centres = kernel / ops.sqrt(ops.sum(ops.square(kernel), 0, keepdims=True) + 1e-12)
         return ops.exp(self.log_scale) * ops.matmul(features, centres)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape, extra_centres_shape=None):
         return tuple(input_shape[:-1]) + (self.num_classes,)
 
     def get_config(self):

@@ -120,10 +120,11 @@ def evaluate_saved_model(model_dir: str, data_dir: str, image_only: bool = False
     if missing:
         raise _user_error(f"--model {saved_model_dir}: no signature {missing}")
 
-    results = {}
+    results, per_class = {}, {}
     for mode, signature_name in modes.items():
         signature = loaded.signatures[signature_name]
         tallies = collections.defaultdict(Tally)
+        class_tallies = collections.defaultdict(Tally)
         for start in range(0, len(records), batch_size):
             batch = records[start:start + batch_size]
             inputs = {"image": tf.constant([r[features.IMAGE_KEY] for r in batch])}
@@ -138,7 +139,10 @@ def evaluate_saved_model(model_dir: str, data_dir: str, image_only: bool = False
                 band = band_of_count(train_counts.get(label.decode("utf-8"), 0), band_edges)
                 tallies["overall"].add(hit1, hit5)
                 tallies[band].add(hit1, hit5)
+                class_tallies[label.decode("utf-8")].add(hit1, hit5)
         results[mode] = {name: tallies[name].as_dict() for name in ("overall",) + features.BANDS}
+        per_class[mode] = {name: dict(t.as_dict(), train_count=train_counts.get(name, 0))
+                           for name, t in sorted(class_tallies.items())}
 
     band_classes = collections.Counter(band_of_count(c, band_edges) for c in train_counts.values())
     return {"saved_model": saved_model_dir, "data": os.path.abspath(data_dir), "split": split,
@@ -147,7 +151,7 @@ def evaluate_saved_model(model_dir: str, data_dir: str, image_only: bool = False
             "rejected_reasons": dict(collections.Counter(
                 e["reason"].split(":", 1)[0] for e in rejected)),
             "train_classes_per_band": {b: band_classes.get(b, 0) for b in features.BANDS},
-            "results": results}
+            "results": results, "per_class": per_class}
 
 
 def format_table(report: dict) -> str:

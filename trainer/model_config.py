@@ -18,6 +18,8 @@ LOSS_TYPES = ("ce", "logit_adjust", "balanced_softmax")
 CLASSIFIER_TYPES = ("linear", "cosine")
 DISTILL_TEACHERS = ("fused", "semantic")
 ALIGN_DIRECTIONS = ("visual_to_semantic", "semantic_to_visual", "both")
+WORD_TARGETS = ("bag", "attention")
+TEXT_CENTRE_SOURCES = ("embedding", "word_predictor")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +45,25 @@ class ModelConfig:
         teacher head's soft predictions (stop-gradient) into the visual head.
       align_weight, align_direction: cosine alignment of v with s; the direction names which
         side moves (the other side gets a stop-gradient); `both` moves both.
+      text_centres: the visual head's class centres get a text-composed part,
+        centre_c = w_c + Q sum_k omega_ck e(word_ck), from the class word table (top
+        `class_words` words of the class's training titles and tags by df-idf,
+        `class_words.py`) and the word embeddings e shared with the word attention. Classes
+        that share words (attributes, brands) share centre parts, so a tail class's centre is
+        built from words trained on head classes; serving stays image-only (the table and the
+        embeddings are weights of the model).
+      class_words: K, words per class in that table.
+      text_centre_source: what a word contributes to a text-composed centre: `embedding`
+        (Q e(w), the attention's word embedding) or `word_predictor` (alpha u_w, the visual
+        word detector of the word-prediction head, trained on every image; needs
+        word_prediction_weight > 0).
+      free_centres: False = the visual centres are the text-composed part only.
+      text_grad_to_tower: False = the attention query and the fused head see v with a
+        stop-gradient, so the text branch's own losses do not move the visual tower (only the
+        co-training terms do).
+      word_prediction_weight, word_prediction_target: the visual embedding predicts the
+        example's words (softmax over the vocabulary against the `bag` of its title + tag
+        words, or against the word `attention` weights of the bilinear attention).
       learning_rate, weight_decay, epochs, batch_size, seed: the schedule (AdamW, cosine decay).
       crt_epochs: cRT stage 2 epochs (classifier re-training, balanced sampling, frozen tower).
       balanced_sampling: sample classes uniformly during (stage-1) training.
@@ -75,6 +96,13 @@ class ModelConfig:
     distill_teacher: str = "fused"
     align_weight: float = 0.5
     align_direction: str = "visual_to_semantic"
+    text_centres: bool = False
+    class_words: int = 16
+    text_centre_source: str = "embedding"
+    free_centres: bool = True
+    text_grad_to_tower: bool = True
+    word_prediction_weight: float = 0.0
+    word_prediction_target: str = "bag"
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     epochs: int = 10
@@ -100,14 +128,24 @@ class ModelConfig:
         check_choice("classifier_type", CLASSIFIER_TYPES)
         check_choice("distill_teacher", DISTILL_TEACHERS)
         check_choice("align_direction", ALIGN_DIRECTIONS)
-        for name in ("image_size", "embedding_dim", "token_dim", "attention_rank", "batch_size"):
+        check_choice("word_prediction_target", WORD_TARGETS)
+        check_choice("text_centre_source", TEXT_CENTRE_SOURCES)
+        if (self.text_centres and self.text_centre_source == "word_predictor"
+                and self.word_prediction_weight <= 0):
+            raise ValueError("ModelConfig: text_centre_source='word_predictor' needs "
+                             "word_prediction_weight > 0 (the word detectors are trained by it)")
+        if not self.free_centres and not self.text_centres:
+            raise ValueError("ModelConfig: free_centres=False needs text_centres=True")
+        for name in ("image_size", "embedding_dim", "token_dim", "attention_rank", "batch_size",
+                     "class_words"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: must be >= 1")
         for name in ("epochs", "crt_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: must be >= 0")
         for name in ("tau", "visual_weight", "semantic_weight", "fused_weight",
-                     "distill_weight", "align_weight", "weight_decay"):
+                     "distill_weight", "align_weight", "weight_decay",
+                     "word_prediction_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: must be >= 0")
         if self.sampled_classifier_min_classes < 1:
@@ -123,6 +161,11 @@ class ModelConfig:
                      "centre_learning_rate"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: must be > 0")
+
+        if not self.uses_text and (self.text_centres or self.word_prediction_weight > 0):
+            raise ValueError(f"ModelConfig: text_centres and word_prediction_weight need the "
+                             f"text branch (model_type='sicot'), got "
+                             f"model_type={self.model_type!r}")
 
     def uses_sampled_classifier(self, num_classes: int) -> bool:
         """Whether a model of `num_classes` classes trains with sampled heads."""

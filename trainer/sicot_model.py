@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-from keras import ops
+from keras import layers, ops
 
 from sicot.trainer import long_tail_losses
 from sicot.trainer.bilinear_word_attention import BilinearWordAttention
@@ -29,10 +29,13 @@ class SICoTModel(keras.Model):
     Loss (in `compute_loss`, backend-agnostic):
       w_v L(y, visual) + w_s L(y, semantic) + w_f L(y, fused)
       + w_d T^2 KL(softmax(sg(teacher)/T) || softmax(visual/T)) + w_a (1 - cos(v, s))
+      + w_w CE(word target, softmax(word_predictor(v)))
     where L is the long-tail loss of the config (CE / logit adjustment / balanced softmax with
     the class prior from the training counts) and the teacher is the fused or semantic head.
     Text terms are averaged over the examples that have text only. At query time the visual
     head alone recognises an image; the fused head serves image + text queries.
+    With `text_centres`, the visual head's class centres are w_c + Q sum_k omega_ck e(word_ck)
+    (the class word table set by `set_class_words`, embeddings e shared with the attention).
 
     Args:
       num_classes: int. Number of training classes.
@@ -77,6 +80,15 @@ class SICoTModel(keras.Model):
             return ClassifierHead(self.num_classes, name=name, **head_args)
 
         self.visual_head = head("visual_head")
+        if cfg.text_centres and self.sampled:
+            raise ValueError(f"SICoTModel: text_centres is not implemented for sampled heads "
+                             f"({self.num_classes} classes >= sampled_classifier_min_classes="
+                             f"{cfg.sampled_classifier_min_classes})")
+        if cfg.text_centres and cfg.text_centre_source == "embedding":
+            self.text_centre_projection = layers.Dense(
+                cfg.embedding_dim, use_bias=False, name="text_centre_projection")  # Q
+        if cfg.word_prediction_weight > 0:
+            self.word_predictor = layers.Dense(self.vocab_size, name="word_predictor")
         if cfg.uses_text:
             self.word_attention = BilinearWordAttention(
                 self.vocab_size, cfg.token_dim, cfg.attention_rank, cfg.embedding_dim,
@@ -91,9 +103,12 @@ class SICoTModel(keras.Model):
             self.fused_accuracy = keras.metrics.SparseCategoricalAccuracy(name="fused_accuracy")
 
     def _loss_term_names(self):
-        if self.model_config.uses_text:
-            return ("visual", "semantic", "fused", "distill", "align")
-        return ("visual",)
+        if not self.model_config.uses_text:
+            return ("visual",)
+        names = ("visual", "semantic", "fused", "distill", "align")
+        if self.model_config.word_prediction_weight > 0:
+            names += ("words",)
+        return names
 
     def build(self, input_shape):
         image_shape = tuple(input_shape[IMAGE_INPUT])
@@ -104,7 +119,49 @@ class SICoTModel(keras.Model):
             self.word_attention.build((None, dim), (None, None))
             self.semantic_head.build((None, dim))
             self.fused_head.build((None, 2 * dim))
+        if self.model_config.text_centres:
+            words = self.model_config.class_words
+            self.class_word_ids = self.add_weight(
+                name="class_word_ids", shape=(self.num_classes, words), dtype="int32",
+                initializer="zeros", trainable=False)
+            self.class_word_weights = self.add_weight(
+                name="class_word_weights", shape=(self.num_classes, words),
+                initializer="zeros", trainable=False)
+            if self.model_config.text_centre_source == "embedding":
+                self.text_centre_projection.build((None, self.model_config.token_dim))
+            else:
+                self.text_centre_scale = self.add_weight(
+                    name="text_centre_scale", shape=(), initializer="ones")  # alpha
+            if not self.model_config.free_centres:
+                head = self.visual_head
+                head.kernel.assign(ops.zeros(head.kernel.shape))
+                head.kernel.trainable = False
+        if self.model_config.word_prediction_weight > 0:
+            self.word_predictor.build((None, dim))
         self.built = True
+
+    def set_class_words(self, ids, weights):
+        """Sets the class word table (`class_words.class_word_table`): ids int [C, K], weights
+        float [C, K]."""
+        expected = (self.num_classes, self.model_config.class_words)
+        for name, value in (("ids", ids), ("weights", weights)):
+            if tuple(np.shape(value)) != expected:
+                raise ValueError(f"set_class_words: {name} has shape {np.shape(value)}, "
+                                 f"expected {expected}")
+        self.class_word_ids.assign(np.asarray(ids, dtype="int32"))
+        self.class_word_weights.assign(np.asarray(weights, dtype="float32"))
+
+    def text_centres(self):
+        """Text-composed class centres [C, D]: Q sum_k omega_ck e(word_ck), or
+        alpha sum_k omega_ck u(word_ck) with u the word predictor's detectors."""
+        if self.model_config.text_centre_source == "word_predictor":
+            detectors = ops.transpose(self.word_predictor.kernel)  # [V, D]
+            words = ops.take(detectors, self.class_word_ids, axis=0)  # [C, K, D]
+            pooled = ops.einsum("ck,ckd->cd", self.class_word_weights, words)
+            return self.text_centre_scale * pooled
+        words = self.word_attention.embed_tokens(self.class_word_ids)  # [C, K, E]
+        pooled = ops.einsum("ck,cke->ce", self.class_word_weights, words)
+        return self.text_centre_projection(pooled)
 
     def call(self, inputs, training=False):
         visual = self.visual_tower(inputs[IMAGE_INPUT], training=training)
@@ -113,16 +170,38 @@ class SICoTModel(keras.Model):
         full_logits = not (self.sampled and training)
         outputs = {"embedding": visual}
         if full_logits:
-            outputs["visual_logits"] = self.visual_head(visual)
+            extra = self.text_centres() if self.model_config.text_centres else None
+            outputs["visual_logits"] = self.visual_head(visual, extra_centres=extra)
+        if self.model_config.word_prediction_weight > 0 and training:
+            outputs["word_logits"] = self.word_predictor(visual)
         if self.model_config.uses_text and TOKENS_INPUT in inputs:
-            semantic, attention = self.word_attention(visual, inputs[TOKENS_INPUT])
+            # Without text_grad_to_tower the text branch reads v but does not train the tower.
+            text_visual = (visual if self.model_config.text_grad_to_tower
+                           else ops.stop_gradient(visual))
+            semantic, attention = self.word_attention(text_visual, inputs[TOKENS_INPUT])
             outputs["semantic"] = semantic
             outputs["attention"] = attention
             if full_logits:
                 outputs["semantic_logits"] = self.semantic_head(semantic)
                 outputs["fused_logits"] = self.fused_head(
-                    ops.concatenate([visual, semantic], -1))
+                    ops.concatenate([text_visual, semantic], -1))
+            if "word_logits" in outputs:
+                outputs["word_target"] = self._word_target(inputs[TOKENS_INPUT], attention)
+                outputs["word_ids"] = ops.cast(inputs[TOKENS_INPUT], "int32")
         return outputs
+
+    def _word_target(self, tokens, attention):
+        """Weights [B, T] of the example's words in the distribution the visual embedding
+        learns to predict: uniform over its words (`bag`) or their attention weights
+        (`attention`); padding and out-of-vocabulary ids get 0; rows sum to 1 (0 without
+        words). A token repeated in the text counts once per occurrence."""
+        if self.model_config.word_prediction_target == "attention":
+            weights = ops.stop_gradient(attention)
+        else:
+            weights = ops.ones_like(attention)
+        weights = weights * ops.cast(ops.cast(tokens, "int32") >= 2, "float32")
+        total = ops.sum(weights, axis=-1, keepdims=True)
+        return weights / ops.where(total > 0, total, ops.ones_like(total))
 
     def _add_sampled_logits(self, y, y_pred):
         """Sampled-head training: draws one class sample (the batch's classes + a random share)
@@ -139,7 +218,8 @@ class SICoTModel(keras.Model):
             semantic = y_pred["semantic"]
             y_pred["semantic_logits"] = self.semantic_head.sampled_logits(semantic, ids)
             y_pred["fused_logits"] = self.fused_head.sampled_logits(
-                ops.concatenate([visual, semantic], -1), ids)
+                ops.concatenate([visual if self.model_config.text_grad_to_tower
+                                 else ops.stop_gradient(visual), semantic], -1), ids)
 
     def loss_terms(self, y, y_pred):
         """Unweighted mean of each loss term over the batch: dict name -> scalar."""
@@ -171,13 +251,23 @@ class SICoTModel(keras.Model):
             y_pred["visual_logits"], teacher, cfg.distill_temperature))
         terms["align"] = text_mean(long_tail_losses.cosine_alignment_loss(
             y_pred["embedding"], y_pred["semantic"], cfg.align_direction))
+        if "words" in self._term_trackers:
+            if "word_logits" in y_pred:
+                target = y_pred["word_target"]  # [B, T]
+                log_probs = ops.log_softmax(ops.cast(y_pred["word_logits"], "float32"), -1)
+                picked = ops.take_along_axis(log_probs, y_pred["word_ids"], axis=-1)  # [B, T]
+                has_words = ops.cast(ops.sum(target, -1) > 0, "float32")
+                terms["words"] = (ops.sum(-ops.sum(target * picked, -1) * has_words)
+                                  / ops.maximum(ops.sum(has_words), 1.0))
+            else:  # evaluation: the word predictor is a training-only head
+                terms["words"] = ops.zeros(())
         return terms
 
     def total_loss(self, terms):
         cfg = self.model_config
         weights = {"visual": cfg.visual_weight, "semantic": cfg.semantic_weight,
                    "fused": cfg.fused_weight, "distill": cfg.distill_weight,
-                   "align": cfg.align_weight}
+                   "align": cfg.align_weight, "words": cfg.word_prediction_weight}
         return sum(weights[name] * value for name, value in terms.items())
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):

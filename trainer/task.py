@@ -81,6 +81,20 @@ def _steps_per_epoch(fn_args, config: ModelConfig, train_files) -> int:
     return max(1, math.ceil(count_records(train_files) / config.batch_size))
 
 
+def _set_class_words(model, config: ModelConfig, train_files, tf_transform_output):
+    """Builds the class word table from the training split and stores it in the model."""
+    from sicot.trainer import class_words
+
+    start = time.perf_counter()
+    tokens, labels = class_words.read_tokens_and_labels(train_files, tf_transform_output)
+    ids, weights = class_words.class_word_table(tokens, labels, model.num_classes,
+                                                config.class_words)
+    model.set_class_words(ids, weights)
+    logger.info("class word table: %d classes x %d words from %d examples in %.1f s",
+                model.num_classes, config.class_words, len(labels),
+                time.perf_counter() - start)
+
+
 def run_fn(fn_args):
     """Trains the model named by `fn_args.custom_config["model"]` and exports the SavedModel.
 
@@ -131,6 +145,8 @@ def run_fn(fn_args):
 
     with strategy.scope():
         model = build_model(config, len(class_names), vocab_size, class_counts, max_tokens)
+        if config.text_centres:
+            _set_class_words(model, config, fn_args.train_files, tf_transform_output)
         model.compile(optimizer=_optimizer(config, steps_per_epoch * config.epochs,
                                            sampled=model.sampled))
     distribution.prepare_model_for_multi_worker(model, strategy)

@@ -113,3 +113,106 @@ def test_reset_classifier_changes_only_the_visual_head():
     assert not np.allclose(kernel, np.asarray(model.visual_head.kernel))
     for a, b in zip(tower, model.visual_tower.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def _text_centre_model(**changes):
+    from sicot.trainer.class_words import class_word_table
+
+    x, y = _batch()
+    model = _model("sicot", text_centres=True, class_words=3, **changes)
+    ids, weights = class_word_table(x["tokens"], y, num_classes=4, top_k=3)
+    model.set_class_words(ids, weights)
+    return model, x, y
+
+
+def test_text_centres_add_a_word_composed_part_to_the_visual_centres():
+    model, x, _ = _text_centre_model()
+    centres = np.asarray(model.text_centres())
+    assert centres.shape == (4, 8) and np.isfinite(centres).all()
+    # Class 0's text is words 2 and 6; class 1's words 3 and 6: their centres differ.
+    assert not np.allclose(centres[0], centres[1])
+    v = np.asarray(model(x)["embedding"])
+    head = model.visual_head
+    expected = v @ (np.asarray(head.kernel) + centres.T) + np.asarray(head.bias)
+    np.testing.assert_allclose(np.asarray(model(x)["visual_logits"]), expected, rtol=1e-4,
+                               atol=1e-5)
+    # Image-only calls use them too (the table is part of the model).
+    np.testing.assert_allclose(np.asarray(model({"image": x["image"]})["visual_logits"]),
+                               expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="shape"):
+        model.set_class_words(np.zeros((4, 2)), np.zeros((4, 2)))
+
+
+@pytest.mark.parametrize("target", ["bag", "attention"])
+def test_word_prediction_term_trains_and_is_finite_with_empty_text(target):
+    model, x, y = _text_centre_model(word_prediction_weight=0.5, word_prediction_target=target,
+                                     augment=False)
+    out = model(x, training=True)
+    assert out["word_logits"].shape == (8, 12)
+    weights = np.asarray(out["word_target"])
+    np.testing.assert_allclose(weights[1:].sum(-1), 1.0, rtol=1e-5)
+    assert weights[0].sum() == 0  # the example without text adds nothing
+    terms = model.loss_terms(y, out)
+    assert np.isfinite(float(terms["words"])) and float(terms["words"]) > 0
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+
+    def words_loss():
+        return float(model.loss_terms(y, model(x, training=True))["words"])
+
+    before = words_loss()
+    for _ in range(5):
+        model.train_on_batch(x, y)
+    assert words_loss() < before
+    # The word predictor is a training head: no word outputs at inference.
+    assert "word_logits" not in model(x)
+
+
+def test_text_centre_model_save_load_keeps_the_table(tmp_path):
+    model, x, y = _text_centre_model(word_prediction_weight=0.5)
+    model.compile(optimizer="adam")
+    model.fit(x, y, epochs=1, verbose=0)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(np.asarray(loaded.class_word_ids),
+                                  np.asarray(model.class_word_ids))
+    np.testing.assert_allclose(np.asarray(loaded(x)["visual_logits"]),
+                               np.asarray(model(x)["visual_logits"]), rtol=1e-5, atol=1e-6)
+
+
+def test_text_options_need_the_text_branch():
+    with pytest.raises(ValueError, match="need the text branch"):
+        ModelConfig.preset("cosine").replace(text_centres=True)
+
+
+def test_text_centres_from_the_word_detectors_only():
+    model, x, y = _text_centre_model(word_prediction_weight=1.0,
+                                     text_centre_source="word_predictor", free_centres=False,
+                                     augment=False)
+    detectors = np.asarray(model.word_predictor.kernel).T  # [V, D]
+    ids, weights = np.asarray(model.class_word_ids), np.asarray(model.class_word_weights)
+    expected = float(np.asarray(model.text_centre_scale)) * np.einsum(
+        "ck,ckd->cd", weights, detectors[ids])
+    np.testing.assert_allclose(np.asarray(model.text_centres()), expected, rtol=1e-5, atol=1e-6)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    model.train_on_batch(x, y)
+    # No free part: the visual head's own kernel stays zero and out of training.
+    assert not np.asarray(model.visual_head.kernel).any()
+    assert not any(v is model.visual_head.kernel for v in model.trainable_variables)
+    with pytest.raises(ValueError, match="needs word_prediction_weight"):
+        ModelConfig.preset("sicot").replace(text_centres=True,
+                                            text_centre_source="word_predictor")
+
+
+def test_without_text_grad_to_tower_the_text_losses_do_not_move_the_tower():
+    import tensorflow as tf
+
+    x, y = _batch()
+    for flag, expect_grad in ((True, True), (False, False)):
+        model = _model("sicot", text_grad_to_tower=flag, distill_weight=0.0, align_weight=0.0,
+                       visual_weight=0.0)
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(x, y, model(x, training=True))
+        grads = tape.gradient(loss, model.visual_tower.trainable_variables)
+        moved = any(g is not None and float(tf.reduce_sum(tf.abs(g))) > 0 for g in grads)
+        assert moved == expect_grad
