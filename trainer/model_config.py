@@ -17,6 +17,7 @@ BACKBONES = ("small", "resnet50")
 LOSS_TYPES = ("ce", "logit_adjust", "balanced_softmax")
 CLASSIFIER_TYPES = ("linear", "cosine")
 DISTILL_TEACHERS = ("fused", "semantic")
+DISTILL_SPACES = ("adjusted", "raw")
 ALIGN_DIRECTIONS = ("visual_to_semantic", "semantic_to_visual", "both")
 WORD_TARGETS = ("bag", "attention")
 TEXT_CENTRE_SOURCES = ("embedding", "word_predictor")
@@ -43,6 +44,10 @@ class ModelConfig:
       visual_weight / semantic_weight / fused_weight: classification loss weights per head.
       distill_weight, distill_temperature, distill_teacher: co-training distillation of the
         teacher head's soft predictions (stop-gradient) into the visual head.
+      distill_space: `raw` distils the plain logits; `adjusted` distils softmax(logits +
+        tau log prior) of teacher and student, the space the long-tail loss trains in (raw
+        distillation acts partly like an unadjusted cross-entropy; in round 2 of
+        docs/experiments.md the adjusted space did not measurably help, so raw stays).
       align_weight, align_direction: cosine alignment of v with s; the direction names which
         side moves (the other side gets a stop-gradient); `both` moves both.
       text_centres: the visual head's class centres get a text-composed part,
@@ -66,6 +71,11 @@ class ModelConfig:
         words, or against the word `attention` weights of the bilinear attention).
       learning_rate, weight_decay, epochs, batch_size, seed: the schedule (AdamW, cosine decay).
       crt_epochs: cRT stage 2 epochs (classifier re-training, balanced sampling, frozen tower).
+      classifier_retraining: run that stage 2 after any model (always on for `crt`). For
+        `sicot`, stage 2 freezes the text branch too and trains the fresh visual head on
+        CE (the sampling is balanced) + crt_distill_weight x distillation from the frozen
+        fused head, so the text still teaches the re-balanced image-only classifier.
+      crt_distill_weight: that stage-2 distillation weight (text models only).
       balanced_sampling: sample classes uniformly during (stage-1) training.
       augment: random flip / crop / brightness / contrast in the input pipeline.
       sampled_classifier_min_classes: from this many classes on, every head is a
@@ -94,6 +104,7 @@ class ModelConfig:
     distill_weight: float = 1.0
     distill_temperature: float = 2.0
     distill_teacher: str = "fused"
+    distill_space: str = "raw"
     align_weight: float = 0.5
     align_direction: str = "visual_to_semantic"
     text_centres: bool = False
@@ -109,6 +120,8 @@ class ModelConfig:
     batch_size: int = 64
     seed: int = 0
     crt_epochs: int = 3
+    classifier_retraining: bool = False
+    crt_distill_weight: float = 0.0
     balanced_sampling: bool = False
     augment: bool = True
     sampled_classifier_min_classes: int = 50_000
@@ -127,6 +140,7 @@ class ModelConfig:
         check_choice("loss_type", LOSS_TYPES)
         check_choice("classifier_type", CLASSIFIER_TYPES)
         check_choice("distill_teacher", DISTILL_TEACHERS)
+        check_choice("distill_space", DISTILL_SPACES)
         check_choice("align_direction", ALIGN_DIRECTIONS)
         check_choice("word_prediction_target", WORD_TARGETS)
         check_choice("text_centre_source", TEXT_CENTRE_SOURCES)
@@ -145,7 +159,7 @@ class ModelConfig:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: must be >= 0")
         for name in ("tau", "visual_weight", "semantic_weight", "fused_weight",
                      "distill_weight", "align_weight", "weight_decay",
-                     "word_prediction_weight"):
+                     "word_prediction_weight", "crt_distill_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: must be >= 0")
         if self.sampled_classifier_min_classes < 1:
@@ -166,6 +180,11 @@ class ModelConfig:
             raise ValueError(f"ModelConfig: text_centres and word_prediction_weight need the "
                              f"text branch (model_type='sicot'), got "
                              f"model_type={self.model_type!r}")
+
+    @property
+    def retrains_classifier(self) -> bool:
+        """Whether training ends with the cRT stage 2 (balanced classifier re-training)."""
+        return (self.model_type == "crt" or self.classifier_retraining) and self.crt_epochs > 0
 
     def uses_sampled_classifier(self, num_classes: int) -> bool:
         """Whether a model of `num_classes` classes trains with sampled heads."""
@@ -208,8 +227,12 @@ class ModelConfig:
             return cls(model_type="crt", loss_type="ce")
         if name == "cosine":
             return cls(model_type="cosine", loss_type="logit_adjust", classifier_type="cosine")
+        # SICoT: co-trained stage 1 (text branch, distillation and alignment), then the cRT
+        # stage 2 on the image-only head (docs/experiments.md, 2026-11-25 round 2: the best
+        # of the designs tried; stage-2 distillation from the fused head did not help).
+        sicot = dict(model_type="sicot", classifier_retraining=True, crt_distill_weight=0.0)
         if name == "sicot_no_attention":
-            return cls(model_type="sicot", use_attention=False)
+            return cls(**sicot, use_attention=False)
         if name == "sicot_no_cotraining":
-            return cls(model_type="sicot", distill_weight=0.0, align_weight=0.0)
-        return cls(model_type="sicot")
+            return cls(**sicot, distill_weight=0.0, align_weight=0.0)
+        return cls(**sicot)

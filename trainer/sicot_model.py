@@ -28,10 +28,11 @@ class SICoTModel(keras.Model):
     heads: visual(v), semantic(s), fused([v, s]).
     Loss (in `compute_loss`, backend-agnostic):
       w_v L(y, visual) + w_s L(y, semantic) + w_f L(y, fused)
-      + w_d T^2 KL(softmax(sg(teacher)/T) || softmax(visual/T)) + w_a (1 - cos(v, s))
+      + w_d T^2 KL(softmax(sg(teacher')/T) || softmax(visual'/T)) + w_a (1 - cos(v, s))
       + w_w CE(word target, softmax(word_predictor(v)))
     where L is the long-tail loss of the config (CE / logit adjustment / balanced softmax with
-    the class prior from the training counts) and the teacher is the fused or semantic head.
+    the class prior from the training counts), the teacher is the fused or semantic head and
+    ' marks the logits in the loss's training space (+ tau log prior, `distill_space`).
     Text terms are averaged over the examples that have text only. At query time the visual
     head alone recognises an image; the fused head serves image + text queries.
     With `text_centres`, the visual head's class centres are w_c + Q sum_k omega_ck e(word_ck)
@@ -95,6 +96,7 @@ class SICoTModel(keras.Model):
                 use_attention=cfg.use_attention, name="word_attention")
             self.semantic_head = head("semantic_head")
             self.fused_head = head("fused_head")
+        self.retraining = False  # cRT stage 2 (`start_classifier_retraining`)
         self._term_trackers = {}
         for term in self._loss_term_names():
             self._term_trackers[term] = keras.metrics.Mean(name=f"loss_{term}")
@@ -230,9 +232,11 @@ class SICoTModel(keras.Model):
         if "sampled_labels" in y_pred:
             y, log_prior = y_pred["sampled_labels"], y_pred["sampled_log_prior"]
 
+        loss_type = "ce" if self.retraining else cfg.loss_type
+
         def long_tail(logits):
             return long_tail_losses.long_tail_cross_entropy(
-                y, logits, log_prior, cfg.loss_type, cfg.tau)
+                y, logits, log_prior, loss_type, cfg.tau)
 
         terms = {"visual": ops.mean(long_tail(y_pred["visual_logits"]))}
         if not cfg.uses_text:
@@ -247,8 +251,12 @@ class SICoTModel(keras.Model):
         terms["semantic"] = text_mean(long_tail(y_pred["semantic_logits"]))
         terms["fused"] = ops.mean(long_tail(y_pred["fused_logits"]))
         teacher = y_pred["fused_logits" if cfg.distill_teacher == "fused" else "semantic_logits"]
+        student = y_pred["visual_logits"]
+        if cfg.distill_space == "adjusted":  # in the space the long-tail loss trains in
+            student, teacher = (long_tail_losses.training_logits(
+                ops.cast(t, "float32"), log_prior, loss_type, cfg.tau) for t in (student, teacher))
         terms["distill"] = text_mean(long_tail_losses.distillation_loss(
-            y_pred["visual_logits"], teacher, cfg.distill_temperature))
+            student, teacher, cfg.distill_temperature))
         terms["align"] = text_mean(long_tail_losses.cosine_alignment_loss(
             y_pred["embedding"], y_pred["semantic"], cfg.align_direction))
         if "words" in self._term_trackers:
@@ -268,6 +276,9 @@ class SICoTModel(keras.Model):
         weights = {"visual": cfg.visual_weight, "semantic": cfg.semantic_weight,
                    "fused": cfg.fused_weight, "distill": cfg.distill_weight,
                    "align": cfg.align_weight, "words": cfg.word_prediction_weight}
+        if self.retraining:  # cRT stage 2: only the visual head learns
+            weights = {"visual": 1.0, "distill": cfg.crt_distill_weight}
+            return sum(weights[name] * terms[name] for name in weights if name in terms)
         return sum(weights[name] * value for name, value in terms.items())
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -288,6 +299,31 @@ class SICoTModel(keras.Model):
         if "fused_logits" in y_pred:
             self.fused_accuracy.update_state(y, y_pred["fused_logits"])
         return self.get_metrics_result()
+
+    def _retraining_parts(self):
+        parts = [self.visual_tower]
+        if self.model_config.uses_text:
+            parts += [self.word_attention, self.semantic_head, self.fused_head]
+        if self.model_config.word_prediction_weight > 0:
+            parts.append(self.word_predictor)
+        if self.model_config.text_centres and self.model_config.text_centre_source == "embedding":
+            parts.append(self.text_centre_projection)
+        return parts
+
+    def start_classifier_retraining(self, seed=None):
+        """cRT stage 2 (Kang et al. 2020): everything but the visual head frozen (BN in
+        inference mode), the visual head re-initialised; the loss becomes plain CE on the
+        visual head (the caller samples classes uniformly) plus, with text, the distillation
+        from the frozen fused head."""
+        for part in self._retraining_parts():
+            part.trainable = False
+        self.reset_classifier(seed=seed)
+        self.retraining = True
+
+    def end_classifier_retraining(self):
+        for part in self._retraining_parts():
+            part.trainable = True
+        self.retraining = False
 
     def reset_classifier(self, seed=None):
         """Re-initialises the visual head (cRT stage 2)."""

@@ -171,17 +171,16 @@ def run_fn(fn_args):
             history.setdefault(key, []).extend(float(v) for v in values)
 
     fit(config.epochs, model_run_dir, train_ds)
-    if config.model_type == "crt" and config.crt_epochs > 0:
+    if config.retrains_classifier:
         # cRT stage 2: frozen tower (BN in inference mode), fresh classifier, balanced sampling.
         with strategy.scope():
-            model.visual_tower.trainable = False
-            model.reset_classifier(seed=config.seed + 1)
+            model.start_classifier_retraining(seed=config.seed + 1)
             model.compile(optimizer=_optimizer(config, steps_per_epoch * config.crt_epochs,
                                                sampled=model.sampled))
         distribution.prepare_model_for_multi_worker(model, strategy)
         fit(config.crt_epochs, os.path.join(model_run_dir, "crt_stage2"),
             dataset(fn_args.train_files, True, True))
-        model.visual_tower.trainable = True
+        model.end_classifier_retraining()
 
     model.save(os.path.join(model_run_dir, KERAS_MODEL_FILE))
     with open(os.path.join(model_run_dir, HISTORY_FILE), "w") as f:

@@ -216,3 +216,48 @@ def test_without_text_grad_to_tower_the_text_losses_do_not_move_the_tower():
         grads = tape.gradient(loss, model.visual_tower.trainable_variables)
         moved = any(g is not None and float(tf.reduce_sum(tf.abs(g))) > 0 for g in grads)
         assert moved == expect_grad
+
+
+def test_classifier_retraining_trains_only_the_visual_head_with_ce_and_distillation():
+    x, y = _batch()
+    model = _model("sicot", classifier_retraining=True, crt_distill_weight=0.5, augment=False)
+    assert model.model_config.retrains_classifier
+    model.compile(optimizer="adam")
+    model.fit(x, y, epochs=1, verbose=0)
+    frozen = {id(v): np.asarray(v).copy() for v in model.weights
+              if not any(v is w for w in model.visual_head.weights)}
+    head_before = np.asarray(model.visual_head.kernel).copy()
+    model.start_classifier_retraining(seed=1)
+    assert {id(v) for v in model.trainable_variables} == {
+        id(v) for v in model.visual_head.trainable_variables}
+    assert not np.allclose(np.asarray(model.visual_head.kernel), head_before)  # re-initialised
+    out = model(x, training=True)
+    terms = model.loss_terms(y, out)
+    # Stage 2 loss: plain CE on the visual head (sampling is balanced) + 0.5 x distillation.
+    logits = np.asarray(out["visual_logits"], dtype="float64")
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    ce = -log_probs[np.arange(len(y)), y].mean()
+    np.testing.assert_allclose(float(terms["visual"]), ce, rtol=1e-4)
+    np.testing.assert_allclose(float(model.compute_loss(x, y, out)),
+                               float(terms["visual"]) + 0.5 * float(terms["distill"]), rtol=1e-5)
+    model.compile(optimizer="adam")
+    model.fit(x, y, epochs=1, verbose=0)
+    for v in model.weights:
+        if id(v) in frozen:
+            np.testing.assert_array_equal(np.asarray(v), frozen[id(v)])
+    model.end_classifier_retraining()
+    assert len(model.trainable_variables) > len(model.visual_head.trainable_variables)
+
+
+@pytest.mark.parametrize("space", ["adjusted", "raw"])
+def test_distillation_space(space):
+    from sicot.trainer import long_tail_losses
+
+    x, y = _batch()
+    model = _model("sicot", distill_space=space)
+    out = model(x)
+    prior = long_tail_losses.log_class_prior(COUNTS) if space == "adjusted" else 0.0
+    student = np.asarray(out["visual_logits"]) + prior
+    teacher = np.asarray(out["fused_logits"]) + prior
+    expected = np.asarray(long_tail_losses.distillation_loss(student, teacher, 2.0))[1:].mean()
+    np.testing.assert_allclose(float(model.loss_terms(y, out)["distill"]), expected, rtol=1e-4)

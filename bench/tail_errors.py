@@ -1,0 +1,65 @@
+"""Where do a model's few-shot errors go? Attribute distance of the wrong answers (synth data).
+
+    .venv/bin/python bench/tail_errors.py --model MODEL_DIR --data /tmp/synth [--band-below 20]
+
+Runs the test split through the image-only signature (`serving_default`) and, for every test
+image of a class with fewer than `--band-below` training images, compares the predicted
+class's attribute tuple (`classes.jsonl` of `sicot synth`) with the true one. Prints JSON:
+images, correct, and the wrong answers by which attributes differ (1-2 named, else a count)
+and by the band of the predicted class.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--band-below", type=int, default=20)
+    parser.add_argument("--many-above", type=int, default=100)
+    args = parser.parse_args(argv)
+
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (tokenizer ops of the Transform graph)
+
+    from sicot.trainer.evaluation import read_split, resolve_saved_model_dir
+
+    with open(f"{args.data}/classes.jsonl") as f:
+        classes = {c["label"]: c for c in map(json.loads, f)}
+    records, _ = read_split(args.data, "test")
+    signature = tf.saved_model.load(resolve_saved_model_dir(args.model)).signatures[
+        "serving_default"]
+
+    def band(label):
+        n = classes[label]["train_count"]
+        return "few" if n < args.band_below else "many" if n > args.many_above else "medium"
+
+    kinds, images, correct = collections.Counter(), 0, 0
+    for start in range(0, len(records), 100):
+        batch = records[start:start + 100]
+        predicted = signature(image=tf.constant([r["image"] for r in batch]))["classes"]
+        for record, top in zip(batch, predicted.numpy()[:, 0]):
+            truth, guess = record["label"].decode(), top.decode()
+            if classes[truth]["train_count"] >= args.band_below:
+                continue
+            images += 1
+            if guess == truth:
+                correct += 1
+                continue
+            a, b = classes[truth]["attributes"], classes[guess]["attributes"]
+            differ = sorted(k for k in a if a[k] != b[k])
+            kinds["differ: " + ("+".join(differ) if len(differ) <= 2 else
+                                f"{len(differ)} attributes")] += 1
+            kinds["predicted band: " + band(guess)] += 1
+    print(json.dumps({"few_shot_images": images, "correct": correct,
+                      "wrong": dict(kinds.most_common())}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
