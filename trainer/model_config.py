@@ -126,7 +126,7 @@ class ModelConfig:
     augment: bool = True
     sampled_classifier_min_classes: int = 50_000
     negative_share: float = 0.1
-    centre_learning_rate: float = 0.1
+    centre_learning_rate: float = 0.5
     centre_momentum: float = 0.9
 
     def __post_init__(self):

@@ -172,8 +172,11 @@ class SICoTModel(keras.Model):
         full_logits = not (self.sampled and training)
         outputs = {"embedding": visual}
         if full_logits:
-            extra = self.text_centres() if self.model_config.text_centres else None
-            outputs["visual_logits"] = self.visual_head(visual, extra_centres=extra)
+            if self.model_config.text_centres:  # dense heads only (checked in __init__)
+                outputs["visual_logits"] = self.visual_head(
+                    visual, extra_centres=self.text_centres())
+            else:
+                outputs["visual_logits"] = self.visual_head(visual)
         if self.model_config.word_prediction_weight > 0 and training:
             outputs["word_logits"] = self.word_predictor(visual)
         if self.model_config.uses_text and TOKENS_INPUT in inputs:

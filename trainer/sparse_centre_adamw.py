@@ -33,7 +33,7 @@ class SparseCentreAdamW(keras.optimizers.AdamW):
       **kwargs: `keras.optimizers.AdamW` arguments.
     """
 
-    def __init__(self, centre_learning_rate=0.1, centre_momentum=0.0,
+    def __init__(self, centre_learning_rate=0.5, centre_momentum=0.0,
                  centre_variable_suffixes=("_head/centres", "_head/bias"), **kwargs):
         super().__init__(**kwargs)
         if float(centre_learning_rate) <= 0:
