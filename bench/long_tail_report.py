@@ -147,7 +147,8 @@ def plot(runs: list, models, path: str) -> None:
                     centres.append(math.sqrt(lo * hi))
                     means.append(100 * accuracy[inside].mean())
             style = "-" if model.startswith("sicot") else "--"
-            ax.plot(centres, means, style, marker="o", label=model)
+            ax.plot(centres, means, style, marker="o", label=model,
+                    color=f"C{list(models).index(model) % 10}")
         ax.set_xscale("log")
         ax.set_xlabel("training images of the class (log scale)")
         ax.set_ylabel("image-only top-1 (%), mean over classes in bin and seeds")
@@ -169,13 +170,19 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="passed to every sicot train (a field all presets have)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at the same time")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: aggregate the runs that have an evaluation.json")
     args = parser.parse_args(argv)
     datasets = dict(d.split("=", 1) for d in args.dataset)
     os.makedirs(args.out, exist_ok=True)
     # The first run of each dataset imports and transforms into the shared work dir; run
     # those alone so that two runs never write the same work dir.
     jobs = [(d, datasets[d], m, s) for d in datasets for s in args.seeds for m in args.models]
-    firsts = [next(j for j in jobs if j[0] == d) for d in datasets]
+    if args.report_only:
+        jobs = [j for j in jobs if os.path.exists(os.path.join(
+            args.out, "runs", j[0], j[2], f"seed{j[3]}", "evaluation.json"))]
+    firsts = [next(j for j in jobs if j[0] == d) for d in datasets if any(
+        j[0] == d for j in jobs)]
     runs = [run_one(*j, args) for j in firsts]
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         futures = [pool.submit(run_one, *j, args) for j in jobs if j not in firsts]
