@@ -60,7 +60,10 @@ def test_train_and_evaluate_end_to_end(capsys, tmp_path):
     assert code == 0, stdout
     report = json.loads((out / "train_report.json").read_text())
     assert report["examples"]["train"] > 0 and report["eval_split"] == "eval"
-    assert len(report["epoch_seconds"]) == 1
+    # 1 co-trained epoch, then the preset's cRT stage 2 epochs.
+    from sicot.trainer.model_config import ModelConfig
+
+    assert len(report["epoch_seconds"]) == 1 + ModelConfig.preset("sicot").crt_epochs
     assert (out / "run" / "model.keras").is_file()
     assert any(f.startswith("events.out.tfevents") for _, _, files in os.walk(out / "run")
                for f in files)  # TensorBoard wrote its logs
