@@ -320,12 +320,16 @@ class SICoTModel(keras.Model):
         from the frozen fused head."""
         for part in self._retraining_parts():
             part.trainable = False
+        if hasattr(self, "text_centre_scale"):
+            self.text_centre_scale.trainable = False
         self.reset_classifier(seed=seed)
         self.retraining = True
 
     def end_classifier_retraining(self):
         for part in self._retraining_parts():
             part.trainable = True
+        if hasattr(self, "text_centre_scale"):
+            self.text_centre_scale.trainable = True
         self.retraining = False
 
     def reset_classifier(self, seed=None):

@@ -261,3 +261,14 @@ def test_distillation_space(space):
     teacher = np.asarray(out["fused_logits"]) + prior
     expected = np.asarray(long_tail_losses.distillation_loss(student, teacher, 2.0))[1:].mean()
     np.testing.assert_allclose(float(model.loss_terms(y, out)["distill"]), expected, rtol=1e-4)
+
+
+def test_classifier_retraining_freezes_the_text_centre_parts_too():
+    model, _, _ = _text_centre_model(word_prediction_weight=1.0,
+                                     text_centre_source="word_predictor",
+                                     classifier_retraining=True)
+    model.start_classifier_retraining(seed=1)
+    assert {id(v) for v in model.trainable_variables} == {
+        id(v) for v in model.visual_head.trainable_variables}
+    model.end_classifier_retraining()
+    assert any(v is model.text_centre_scale for v in model.trainable_variables)
