@@ -339,7 +339,7 @@ class SICoTModel(keras.Model):
         if isinstance(head, SampledClassifierHead):
             dim, classes = head.centres.shape[1], head.centres.shape[0]
             head.centres.assign(ops.transpose(init((dim, classes))))
-        else:
+        elif self.model_config.free_centres:  # without free centres the kernel stays zero
             head.kernel.assign(init(head.kernel.shape))
         if head.classifier_type == "linear":
             head.bias.assign(ops.zeros(head.bias.shape))
