@@ -9,7 +9,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from sicot.trainer import long_tail_losses
+from sicot.trainer import features, long_tail_losses
 from sicot.trainer.bilinear_word_attention import BilinearWordAttention
 from sicot.trainer.classifier_head import ClassifierHead
 from sicot.trainer.model_config import ModelConfig
@@ -204,7 +204,8 @@ class SICoTModel(keras.Model):
             weights = ops.stop_gradient(attention)
         else:
             weights = ops.ones_like(attention)
-        weights = weights * ops.cast(ops.cast(tokens, "int32") >= 2, "float32")
+        first_word = features.FIRST_VOCAB_TOKEN_ID  # below it: padding, out of vocabulary
+        weights = weights * ops.cast(ops.cast(tokens, "int32") >= first_word, "float32")
         total = ops.sum(weights, axis=-1, keepdims=True)
         return weights / ops.where(total > 0, total, ops.ones_like(total))
 
