@@ -75,3 +75,32 @@ def cosine_alignment_loss(visual, semantic, direction: str):
     v = visual / ops.sqrt(ops.sum(ops.square(visual), -1, keepdims=True) + 1e-12)
     s = semantic / ops.sqrt(ops.sum(ops.square(semantic), -1, keepdims=True) + 1e-12)
     return 1.0 - ops.sum(v * s, axis=-1)
+
+
+def contrastive_loss(visual, semantic, labels, temperature: float, valid=None):
+    """Symmetric image-text InfoNCE over the batch (Radford et al. 2021, CLIP); [B].
+
+    Row i's positive is its own text; texts of other examples of the same class are neither
+    positive nor negative (masked out), since in a long-tailed batch a head class often appears
+    several times. Examples with `valid` 0 (no text) neither score nor serve as negatives.
+    Both sides move. Returns the mean of the image->text and text->image terms per example.
+    """
+    v = ops.cast(visual, "float32")
+    s = ops.cast(semantic, "float32")
+    v = v / ops.sqrt(ops.sum(ops.square(v), -1, keepdims=True) + 1e-12)
+    s = s / ops.sqrt(ops.sum(ops.square(s), -1, keepdims=True) + 1e-12)
+    logits = ops.matmul(v, ops.transpose(s)) / temperature  # [B, B]
+    labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
+    batch = ops.shape(logits)[0]
+    eye = ops.eye(batch, dtype="float32")
+    same = ops.cast(ops.equal(labels[:, None], labels[None, :]), "float32")
+    if valid is None:
+        valid = ops.ones((batch,), "float32")
+    valid = ops.cast(valid, "float32")
+    # Keep the diagonal and the pairs of different classes whose both sides have text.
+    keep = (eye + (1.0 - same)) * valid[:, None] * valid[None, :]
+    masked = ops.where(keep > 0, logits, ops.full_like(logits, -1e9))
+    diag = ops.sum(logits * eye, axis=-1)
+    image_to_text = ops.logsumexp(masked, axis=-1) - diag
+    text_to_image = ops.logsumexp(ops.transpose(masked), axis=-1) - diag
+    return 0.5 * (image_to_text + text_to_image) * valid

@@ -69,6 +69,9 @@ class ModelConfig:
       word_prediction_weight, word_prediction_target: the visual embedding predicts the
         example's words (softmax over the vocabulary against the `bag` of its title + tag
         words, or against the word `attention` weights of the bilinear attention).
+      contrastive_weight, contrastive_temperature: symmetric image-text InfoNCE between the
+        visual embedding v and the semantic embedding s over the batch (own text positive,
+        other classes' texts negative, same-class texts masked; both sides move).
       learning_rate, weight_decay, epochs, batch_size, seed: the schedule (AdamW, cosine decay).
       crt_epochs: cRT stage 2 epochs (classifier re-training, balanced sampling, frozen tower).
       classifier_retraining: run that stage 2 after any model (always on for `crt`). For
@@ -114,6 +117,8 @@ class ModelConfig:
     text_grad_to_tower: bool = True
     word_prediction_weight: float = 0.0
     word_prediction_target: str = "bag"
+    contrastive_weight: float = 0.0
+    contrastive_temperature: float = 0.1
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     epochs: int = 10
@@ -159,7 +164,7 @@ class ModelConfig:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: must be >= 0")
         for name in ("tau", "visual_weight", "semantic_weight", "fused_weight",
                      "distill_weight", "align_weight", "weight_decay",
-                     "word_prediction_weight", "crt_distill_weight"):
+                     "word_prediction_weight", "crt_distill_weight", "contrastive_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: must be >= 0")
         if self.sampled_classifier_min_classes < 1:
@@ -172,12 +177,15 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.centre_momentum={self.centre_momentum!r}: must be "
                              f"in [0, 1)")
         for name in ("learning_rate", "distill_temperature", "cosine_scale",
+                     "contrastive_temperature",
                      "centre_learning_rate"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: must be > 0")
 
-        if not self.uses_text and (self.text_centres or self.word_prediction_weight > 0):
-            raise ValueError(f"ModelConfig: text_centres and word_prediction_weight need the "
+        if not self.uses_text and (self.text_centres or self.word_prediction_weight > 0
+                                   or self.contrastive_weight > 0):
+            raise ValueError(f"ModelConfig: text_centres, word_prediction_weight and "
+                             f"contrastive_weight need the "
                              f"text branch (model_type='sicot'), got "
                              f"model_type={self.model_type!r}")
 

@@ -110,6 +110,8 @@ class SICoTModel(keras.Model):
         names = ("visual", "semantic", "fused", "distill", "align")
         if self.model_config.word_prediction_weight > 0:
             names += ("words",)
+        if self.model_config.contrastive_weight > 0:
+            names += ("contrast",)
         return names
 
     def build(self, input_shape):
@@ -263,6 +265,10 @@ class SICoTModel(keras.Model):
             student, teacher, cfg.distill_temperature))
         terms["align"] = text_mean(long_tail_losses.cosine_alignment_loss(
             y_pred["embedding"], y_pred["semantic"], cfg.align_direction))
+        if "contrast" in self._term_trackers:
+            terms["contrast"] = text_mean(long_tail_losses.contrastive_loss(
+                y_pred["embedding"], y_pred["semantic"], y, cfg.contrastive_temperature,
+                valid=has_text))
         if "words" in self._term_trackers:
             if "word_logits" in y_pred:
                 target = y_pred["word_target"]  # [B, T]
@@ -279,7 +285,8 @@ class SICoTModel(keras.Model):
         cfg = self.model_config
         weights = {"visual": cfg.visual_weight, "semantic": cfg.semantic_weight,
                    "fused": cfg.fused_weight, "distill": cfg.distill_weight,
-                   "align": cfg.align_weight, "words": cfg.word_prediction_weight}
+                   "align": cfg.align_weight, "words": cfg.word_prediction_weight,
+                   "contrast": cfg.contrastive_weight}
         if self.retraining:  # cRT stage 2: only the visual head learns
             weights = {"visual": 1.0, "distill": cfg.crt_distill_weight}
             return sum(weights[name] * terms[name] for name in weights if name in terms)

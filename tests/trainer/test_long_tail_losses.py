@@ -81,3 +81,48 @@ def test_alignment_direction_controls_which_side_moves(direction, moves_v, moves
         np.linalg.norm(v.numpy(), axis=-1) * np.linalg.norm(s.numpy(), axis=-1))
     np.testing.assert_allclose(
         np.asarray(L.cosine_alignment_loss(v, s, direction)), ref, rtol=1e-5)
+
+
+def _np_contrastive(v, s, labels, t, valid):
+    v = v / np.linalg.norm(v, axis=-1, keepdims=True)
+    s = s / np.linalg.norm(s, axis=-1, keepdims=True)
+    z = v @ s.T / t
+    out = np.zeros(len(v))
+    for i in range(len(v)):
+        if not valid[i]:
+            continue
+        keep = [j for j in range(len(v)) if valid[j] and (j == i or labels[j] != labels[i])]
+        row = np.log(np.exp(z[i, keep]).sum()) - z[i, i]
+        col = np.log(np.exp(z[keep, i]).sum()) - z[i, i]
+        out[i] = 0.5 * (row + col)
+    return out
+
+
+def test_contrastive_matches_numpy_masks_same_class_and_skips_rows_without_text():
+    v, s = RNG.randn(6, 5).astype("float32"), RNG.randn(6, 5).astype("float32")
+    valid = np.array([1, 1, 0, 1, 1, 1], "float32")
+    got = np.asarray(L.contrastive_loss(v, s, LABELS, 0.5, valid=valid))
+    np.testing.assert_allclose(got, _np_contrastive(v, s, LABELS, 0.5, valid), rtol=1e-4,
+                               atol=1e-5)
+    assert got[2] == 0 and np.isfinite(got).all()
+    # A same-class text is not a negative: changing it leaves row 3's loss alone
+    # (rows 3 and 4 share class 3), a different-class text changes it.
+    s2 = s.copy()
+    s2[4] = RNG.randn(5)
+    np.testing.assert_allclose(np.asarray(L.contrastive_loss(v, s2, LABELS, 0.5))[3],
+                               np.asarray(L.contrastive_loss(v, s, LABELS, 0.5))[3], rtol=1e-5)
+    s2[0] = RNG.randn(5)
+    assert not np.isclose(np.asarray(L.contrastive_loss(v, s2, LABELS, 0.5))[3],
+                          np.asarray(L.contrastive_loss(v, s, LABELS, 0.5))[3])
+
+
+def test_contrastive_moves_both_sides_and_matched_pairs_score_low():
+    v, s = tf.Variable(RNG.randn(4, 5).astype("float32")), tf.Variable(
+        RNG.randn(4, 5).astype("float32"))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(L.contrastive_loss(v, s, np.arange(4), 0.1))
+    gv, gs = tape.gradient(loss, [v, s])
+    assert np.abs(gv.numpy()).sum() > 0 and np.abs(gs.numpy()).sum() > 0
+    matched = np.asarray(L.contrastive_loss(v.numpy(), v.numpy(), np.arange(4), 0.1))
+    assert (matched < np.asarray(L.contrastive_loss(v.numpy(), s.numpy(), np.arange(4), 0.1))
+            ).all()

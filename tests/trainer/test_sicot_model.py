@@ -272,3 +272,25 @@ def test_classifier_retraining_freezes_the_text_centre_parts_too():
         id(v) for v in model.visual_head.trainable_variables}
     model.end_classifier_retraining()
     assert any(v is model.text_centre_scale for v in model.trainable_variables)
+
+
+def test_contrastive_term_is_weighted_finite_with_empty_text_and_trains():
+    x, y = _batch()
+    model = _model("sicot", contrastive_weight=0.5, augment=False)
+    out = model(x, training=True)
+    terms = {k: float(v) for k, v in model.loss_terms(y, out).items()}
+    assert np.isfinite(terms["contrast"]) and terms["contrast"] > 0
+    weights = dict(visual=1, semantic=1, fused=1, distill=1, align=0.5, contrast=0.5)
+    np.testing.assert_allclose(float(model.compute_loss(x, y, out)),
+                               sum(w * terms[k] for k, w in weights.items()), rtol=1e-5)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+
+    def contrast():
+        return float(model.loss_terms(y, model(x, training=True))["contrast"])
+
+    before = contrast()
+    for _ in range(5):
+        model.train_on_batch(x, y)
+    assert contrast() < before
+    with pytest.raises(ValueError, match="contrastive_weight"):
+        ModelConfig.preset("crt").replace(contrastive_weight=1.0)
