@@ -38,10 +38,32 @@ def sicot_command():
     return [os.path.join(os.path.dirname(sys.executable), "sicot")]
 
 
+def _training_options(argv) -> dict:
+    """The options of a `sicot train` command line that change the result (not the paths)."""
+    keep = ("--model", "--epochs", "--image-size", "--seed")
+    options = {k: argv[i + 1] for i, k in enumerate(argv[:-1]) if k in keep}
+    options["--set"] = sorted(argv[i + 1] for i, k in enumerate(argv[:-1]) if k == "--set")
+    return options
+
+
+def _check_reused_run(run_dir, model, seed, args):
+    """A finished run is reused only if it was trained with the options asked for now."""
+    log = os.path.join(run_dir, "train.log")
+    with open(log) as f:
+        trained = _training_options(f.readline().split())
+    wanted = _training_options(["--model", model, "--epochs", str(args.epochs), "--image-size",
+                                str(args.image_size), "--seed", str(seed)]
+                               + [a for kv in args.set for a in ("--set", kv)])
+    if trained != wanted:
+        raise SystemExit(f"{run_dir}: finished with {trained}, but this call asks for {wanted}; "
+                         f"use another --out (or delete the run) instead of mixing schedules")
+
+
 def run_one(dataset: str, data_dir: str, model: str, seed: int, args) -> dict:
     run_dir = os.path.join(args.out, "runs", dataset, model, f"seed{seed}")
     eval_json = os.path.join(run_dir, "evaluation.json")
     if os.path.exists(eval_json):
+        _check_reused_run(run_dir, model, seed, args)
         with open(eval_json) as f:
             return {"dataset": dataset, "model": model, "seed": seed, "reused": True,
                     "evaluation": json.load(f)}
@@ -165,7 +187,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", action="append", required=True, metavar="NAME=DIR")
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=20,
+                        help="stage-1 epochs for every model (cRT stage 2 adds crt_epochs)")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="passed to every sicot train (a field all presets have)")
