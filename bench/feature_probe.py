@@ -9,6 +9,9 @@ RUN_DIR is a `sicot train --out` folder (its run/model.keras is loaded), WORK_DI
 without augmentation (`training=False`). On the test split (bands by training images per class,
 as `sicot evaluate`) it scores:
 - `visual_head`: the model's own image-only head (equals `sicot evaluate`'s image-only row);
+- `visual_head_posthoc`: the same logits - tau log prior, tau chosen on the eval split
+  (`posthoc_tau_from_eval`), and `posthoc_test_curve` for tau in 0..1: few-shot accuracy
+  can be bought with many-shot accuracy by any model, so models compare at matched points;
 - `balanced_lr`: a class-balanced softmax regression trained to convergence on the frozen,
   L2-normalised train embeddings (a converged cRT stage 2);
 - `text_composed`: the same, but each class's weights are composed from words,
@@ -204,6 +207,19 @@ def probe(run_dir, work_dir, data_dir=None):
             result[key] = band_accuracy(scores_of(split), labels[split], counts)
 
     score("visual_head", lambda s: outs[s]["visual_logits"])
+    # Post-hoc logit adjustment (Menon et al. 2021, eq. 9): visual logits - tau log prior,
+    # tau chosen on the eval split's overall (class-balanced) top-1; the test curve shows the
+    # few-shot / many-shot trade-off every model can move along.
+    log_prior = np.log(np.maximum(counts, 1) / np.maximum(counts, 1).sum())
+    taus = [round(t, 3) for t in np.arange(-0.5, 1.51, 0.125)]
+    eval_overall = [band_accuracy(outs["eval"]["visual_logits"] - t * log_prior,
+                                  labels["eval"], counts)["overall"] for t in taus]
+    tau = taus[int(np.argmax(eval_overall))]
+    result["posthoc_tau_from_eval"] = tau
+    score("visual_head_posthoc", lambda s: outs[s]["visual_logits"] - tau * log_prior)
+    result["posthoc_test_curve"] = {
+        str(t): band_accuracy(outs["test"]["visual_logits"] - t * log_prior, labels["test"],
+                              counts) for t in (0.0, 0.25, 0.5, 0.75, 1.0)}
     f = fit_linear(x["train"], labels["train"], num_classes)
     score("balanced_lr", lambda s: f(x[s]))
     f = fit_linear(x["train"], labels["train"], num_classes, profiles, free=False)
