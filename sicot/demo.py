@@ -18,7 +18,9 @@ import sys
 import time
 
 
-DEMO_EPOCHS = 6
+# 20 epochs: at 6 the model is far from trained (docs/experiments.md, round 3); on 2 cores the
+# whole demo then takes about 5 minutes.
+DEMO_EPOCHS = 20
 
 
 def register(subparsers):
