@@ -42,13 +42,12 @@ import os
 
 import numpy as np
 
-FIRST_TOKEN = 2  # features.FIRST_VOCAB_TOKEN_ID (below: padding, OOV); checked in main
+from sicot.trainer.class_words import class_word_table
+from sicot.trainer import features
 
 
 def load_split(work_dir, split, tft_output):
     import tensorflow as tf
-
-    from sicot.trainer import features
 
     files = glob.glob(os.path.join(work_dir, "transform", "transformed", f"{split}-*"))
     if not files:
@@ -87,22 +86,13 @@ def l2n(x):
     return x / np.sqrt((x ** 2).sum(-1, keepdims=True) + 1e-12)
 
 
-def word_bags(tokens, vocab):
-    bags = np.zeros((len(tokens), vocab))
-    rows = np.repeat(np.arange(len(tokens)), tokens.shape[1])
-    ids = tokens.reshape(-1)
-    keep = ids >= FIRST_TOKEN
-    bags[rows[keep], ids[keep]] = 1
-    return bags
-
-
-def class_profiles(bags, labels, num_classes):
-    """df-idf word profile per class (class_words.py's score), L2-normalised rows."""
-    counts = np.zeros((num_classes, bags.shape[1]))
-    np.add.at(counts, labels, bags)
-    df = counts / np.maximum(np.bincount(labels, minlength=num_classes), 1)[:, None]
-    idf = np.log((num_classes + 1) / ((counts > 0).sum(0) + 1))
-    g = df * idf
+def class_profiles(tokens, labels, num_classes, vocab):
+    """Every word's df-idf score per class (`class_words.class_word_table` with K = the whole
+    vocabulary) as dense [C, vocab] rows, L2-normalised."""
+    ids, weights = class_word_table(tokens, labels, num_classes, top_k=vocab)
+    g = np.zeros((num_classes, vocab))
+    np.add.at(g, (np.repeat(np.arange(num_classes), vocab), ids.reshape(-1)),
+              weights.reshape(-1))
     return g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-9)
 
 
@@ -183,10 +173,8 @@ def probe(run_dir, work_dir, data_dir=None):
     import tensorflow_transform as tft
 
     import sicot.trainer.sicot_model  # noqa: F401  (registers the layers)
-    from sicot.trainer import features
     from sicot.trainer.task import read_class_counts
 
-    assert features.FIRST_VOCAB_TOKEN_ID == FIRST_TOKEN
     tft_output = tft.TFTransformOutput(os.path.join(work_dir, "transform", "transform_graph"))
     class_names, counts = read_class_counts(tft_output)
     counts = np.asarray(counts)
@@ -197,7 +185,7 @@ def probe(run_dir, work_dir, data_dir=None):
     labels = {s: d[2] for s, d in splits.items()}
     x = {s: 10.0 * l2n(o["embedding"]) for s, o in outs.items()}
     vocab = max(int(d[1].max()) for d in splits.values()) + 1
-    profiles = class_profiles(word_bags(splits["train"][1], vocab), labels["train"], num_classes)
+    profiles = class_profiles(splits["train"][1], labels["train"], num_classes, vocab)
 
     result = {}
 

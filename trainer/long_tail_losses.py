@@ -64,6 +64,10 @@ def distillation_loss(student_logits, teacher_logits, temperature: float):
     return kl * (temperature ** 2)
 
 
+def _l2_normalize(x):
+    return x / ops.sqrt(ops.sum(ops.square(x), -1, keepdims=True) + 1e-12)
+
+
 def cosine_alignment_loss(visual, semantic, direction: str):
     """1 - cos(v, s); [B]. `direction` names the side that moves, the other is held fixed."""
     if direction not in ALIGN_DIRECTIONS:
@@ -72,9 +76,7 @@ def cosine_alignment_loss(visual, semantic, direction: str):
         semantic = ops.stop_gradient(semantic)
     elif direction == "semantic_to_visual":
         visual = ops.stop_gradient(visual)
-    v = visual / ops.sqrt(ops.sum(ops.square(visual), -1, keepdims=True) + 1e-12)
-    s = semantic / ops.sqrt(ops.sum(ops.square(semantic), -1, keepdims=True) + 1e-12)
-    return 1.0 - ops.sum(v * s, axis=-1)
+    return 1.0 - ops.sum(_l2_normalize(visual) * _l2_normalize(semantic), axis=-1)
 
 
 def contrastive_loss(visual, semantic, labels, temperature: float, valid=None):
@@ -85,10 +87,8 @@ def contrastive_loss(visual, semantic, labels, temperature: float, valid=None):
     several times. Examples with `valid` 0 (no text) neither score nor serve as negatives.
     Both sides move. Returns the mean of the image->text and text->image terms per example.
     """
-    v = ops.cast(visual, "float32")
-    s = ops.cast(semantic, "float32")
-    v = v / ops.sqrt(ops.sum(ops.square(v), -1, keepdims=True) + 1e-12)
-    s = s / ops.sqrt(ops.sum(ops.square(s), -1, keepdims=True) + 1e-12)
+    v = _l2_normalize(ops.cast(visual, "float32"))
+    s = _l2_normalize(ops.cast(semantic, "float32"))
     logits = ops.matmul(v, ops.transpose(s)) / temperature  # [B, B]
     labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
     batch = ops.shape(logits)[0]

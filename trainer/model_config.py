@@ -185,9 +185,8 @@ class ModelConfig:
         if not self.uses_text and (self.text_centres or self.word_prediction_weight > 0
                                    or self.contrastive_weight > 0):
             raise ValueError(f"ModelConfig: text_centres, word_prediction_weight and "
-                             f"contrastive_weight need the "
-                             f"text branch (model_type='sicot'), got "
-                             f"model_type={self.model_type!r}")
+                             f"contrastive_weight need the text branch (model_type='sicot'), "
+                             f"got model_type={self.model_type!r}")
 
     @property
     def retrains_classifier(self) -> bool:

@@ -31,7 +31,7 @@ def test_balanced_linear_fits_separable_imbalanced_classes():
 def test_class_profiles_are_df_idf_rows_of_unit_norm():
     tokens = np.array([[2, 3, 0], [2, 4, 0], [2, 5, 0], [0, 0, 0]])
     labels = np.array([0, 0, 1, 1])
-    g = probe.class_profiles(probe.word_bags(tokens, 6), labels, 2)
+    g = probe.class_profiles(tokens, labels, 2, 6)
     np.testing.assert_allclose(np.linalg.norm(g, axis=1), 1.0, rtol=1e-6)
     # Word 2 is in every class (idf 0): no weight; padding/OOV ids never count. Words 3 and 4
     # are each in half of class 0's examples: equal weight; word 5 is class 1's only word.
