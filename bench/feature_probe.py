@@ -42,8 +42,8 @@ import os
 
 import numpy as np
 
+from sicot import contract
 from sicot.trainer.class_words import class_word_table
-from sicot.trainer import features
 
 
 def load_split(work_dir, split, tft_output):
@@ -53,32 +53,31 @@ def load_split(work_dir, split, tft_output):
     if not files:
         raise SystemExit(f"--work {work_dir}: no transformed {split} examples")
     spec = tft_output.transformed_feature_spec()
-    keys = (features.IMAGE_XF, features.TOKENS_XF, features.LABEL_XF)
+    keys = (contract.IMAGE_XF, contract.TOKENS_XF, contract.LABEL_XF)
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(256).map(
         lambda r: tf.io.parse_example(r, {k: spec[k] for k in keys}))
     images, tokens, labels = [], [], []
     for b in ds.as_numpy_iterator():
-        images.append(b[features.IMAGE_XF].astype("float32"))
-        tokens.append(b[features.TOKENS_XF].astype("int32"))
-        labels.append(b[features.LABEL_XF].reshape(-1))
+        images.append(b[contract.IMAGE_XF].astype("float32"))
+        tokens.append(b[contract.TOKENS_XF].astype("int32"))
+        labels.append(b[contract.LABEL_XF].reshape(-1))
     return np.concatenate(images), np.concatenate(tokens), np.concatenate(labels)
 
 
 def model_outputs(model, images, tokens):
     out = {}
     for start in range(0, len(images), 256):
-        y = model({"image": images[start:start + 256], "tokens": tokens[start:start + 256]},
-                  training=False)
-        for k in ("embedding", "visual_logits"):
+        y = model({contract.IMAGE_INPUT: images[start:start + 256],
+                   contract.TOKENS_INPUT: tokens[start:start + 256]}, training=False)
+        for k in (contract.EMBEDDING, contract.VISUAL_LOGITS):
             out.setdefault(k, []).append(np.asarray(y[k]))
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def band_accuracy(scores, labels, counts, edges=(20, 100)):
+def band_accuracy(scores, labels, counts, edges=contract.DEFAULT_BAND_EDGES):
     hit = scores.argmax(-1) == labels
-    n = counts[labels]
-    bands = {"overall": np.ones_like(hit), "many": n > edges[1],
-             "medium": (n >= edges[0]) & (n <= edges[1]), "few": n < edges[0]}
+    band = np.array([contract.band_of_count(int(c), edges) for c in counts])[labels]
+    bands = {contract.OVERALL: np.ones_like(hit), **{b: band == b for b in contract.BANDS}}
     return {b: round(100 * float(hit[m].mean()), 1) for b, m in bands.items() if m.any()}
 
 
@@ -183,7 +182,7 @@ def probe(run_dir, work_dir, data_dir=None):
     splits = {s: load_split(work_dir, s, tft_output) for s in ("train", "eval", "test")}
     outs = {s: model_outputs(model, d[0], d[1]) for s, d in splits.items()}
     labels = {s: d[2] for s, d in splits.items()}
-    x = {s: 10.0 * l2n(o["embedding"]) for s, o in outs.items()}
+    x = {s: 10.0 * l2n(o[contract.EMBEDDING]) for s, o in outs.items()}
     vocab = max(int(d[1].max()) for d in splits.values()) + 1
     profiles = class_profiles(splits["train"][1], labels["train"], num_classes, vocab)
 
@@ -194,19 +193,19 @@ def probe(run_dir, work_dir, data_dir=None):
             key = name if split == "test" else f"{name}_eval"
             result[key] = band_accuracy(scores_of(split), labels[split], counts)
 
-    score("visual_head", lambda s: outs[s]["visual_logits"])
+    score("visual_head", lambda s: outs[s][contract.VISUAL_LOGITS])
     # Post-hoc logit adjustment (Menon et al. 2021, eq. 9): visual logits - tau log prior,
     # tau chosen on the eval split's overall (class-balanced) top-1; the test curve shows the
     # few-shot / many-shot trade-off every model can move along.
     log_prior = np.log(np.maximum(counts, 1) / np.maximum(counts, 1).sum())
     taus = [round(t, 3) for t in np.arange(-0.5, 1.51, 0.125)]
-    eval_overall = [band_accuracy(outs["eval"]["visual_logits"] - t * log_prior,
+    eval_overall = [band_accuracy(outs["eval"][contract.VISUAL_LOGITS] - t * log_prior,
                                   labels["eval"], counts)["overall"] for t in taus]
     tau = taus[int(np.argmax(eval_overall))]
     result["posthoc_tau_from_eval"] = tau
-    score("visual_head_posthoc", lambda s: outs[s]["visual_logits"] - tau * log_prior)
+    score("visual_head_posthoc", lambda s: outs[s][contract.VISUAL_LOGITS] - tau * log_prior)
     result["posthoc_test_curve"] = {
-        str(t): band_accuracy(outs["test"]["visual_logits"] - t * log_prior, labels["test"],
+        str(t): band_accuracy(outs["test"][contract.VISUAL_LOGITS] - t * log_prior, labels["test"],
                               counts) for t in (0.0, 0.25, 0.5, 0.75, 1.0)}
     f = fit_linear(x["train"], labels["train"], num_classes)
     score("balanced_lr", lambda s: f(x[s]))
@@ -233,7 +232,7 @@ def probe(run_dir, work_dir, data_dir=None):
             hit = f(x["test"]).argmax(1) == attrs[labels["test"], i]
             result["attribute_probe"][name] = {"all": round(100 * hit.mean(), 1),
                                                "few": round(100 * hit[few].mean(), 1)}
-        predicted = outs["test"]["visual_logits"].argmax(1)
+        predicted = outs["test"][contract.VISUAL_LOGITS].argmax(1)
         wrong = few & (predicted != labels["test"])
         differing = (attrs[labels["test"][wrong]] != attrs[predicted[wrong]])
         by_count = collections.Counter(differing.sum(1).tolist())

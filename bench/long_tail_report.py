@@ -28,10 +28,13 @@ import subprocess
 import sys
 import time
 
-MODELS = ("ce", "logit_adjust", "balanced_softmax", "crt", "cosine", "sicot",
-          "sicot_no_attention", "sicot_no_cotraining")
-BANDS = ("overall", "many", "medium", "few")
-MODES = ("image_only", "image_text")
+from sicot import contract
+from sicot.trainer.model_config import PRESET_NAMES
+
+# Baselines first, then SICoT and its ablations (the report's column order).
+MODELS = tuple(sorted(PRESET_NAMES, key=lambda m: m.startswith("sicot")))
+BANDS = (contract.OVERALL, *contract.BANDS)
+MODES = contract.QUERY_MODES
 
 
 def sicot_command():
@@ -98,13 +101,13 @@ def aggregate(runs: list) -> dict:
         for mode in MODES:
             # Visual-only baselines have no text branch: their image + text answer is the
             # image-only one.
-            bands = results.get(mode) or results["image_only"]
+            bands = results.get(mode) or results[contract.IMAGE_ONLY]
             for band in BANDS:
                 value = bands[band]["top1"]
                 (table.setdefault(run["dataset"], {}).setdefault(run["model"], {})
                  .setdefault(mode, {}).setdefault(band, []).append(100.0 * value))
             (table[run["dataset"]][run["model"]][mode].setdefault("top5", [])
-             .append(100.0 * bands["overall"]["top5"]))
+             .append(100.0 * bands[contract.OVERALL]["top5"]))
     out = {}
     for dataset, models in table.items():
         for model, modes in models.items():
@@ -128,13 +131,13 @@ def markdown(agg: dict, models) -> str:
             if model not in by_model:
                 continue
             for mode in MODES:
-                if mode == "image_text" and not model.startswith("sicot"):
+                if mode == contract.IMAGE_TEXT and not model.startswith("sicot"):
                     continue
                 r = by_model[model][mode]
                 cells = [f"{r[b]['mean']:.1f} +- {r[b]['std']:.1f}"
                          for b in ("overall", "top5", "many", "medium", "few")]
                 few = r["few"]
-                label = "image only" if mode == "image_only" else "image + text"
+                label = "image only" if mode == contract.IMAGE_ONLY else "image + text"
                 lines.append(f"| {model} | {label} | " + " | ".join(cells)
                              + f" | {few['min']:.1f}..{few['max']:.1f} |")
     return "\n".join(lines) + "\n"
@@ -155,7 +158,7 @@ def plot(runs: list, models, path: str) -> None:
             for run in runs:
                 if run["dataset"] != dataset or run["model"] != model:
                     continue
-                for name, r in run["evaluation"]["per_class"]["image_only"].items():
+                for name, r in run["evaluation"]["per_class"][contract.IMAGE_ONLY].items():
                     per_class.setdefault(name, [r["train_count"], []])[1].append(r["top1"])
             if not per_class:
                 continue

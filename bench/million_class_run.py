@@ -90,8 +90,9 @@ def main(argv=None) -> int:
     import tensorflow as tf
 
     from sicot.trainer.model_config import ModelConfig
-    from sicot.trainer.sicot_model import IMAGE_INPUT, build_model
-    from sicot.trainer.task import _optimizer
+    from sicot.contract import IMAGE_INPUT, VISUAL_LOGITS
+    from sicot.trainer.sicot_model import build_model
+    from sicot.trainer.task import make_optimizer
 
     # The trainer's own model: the visual-only logit-adjustment preset; above
     # sampled_classifier_min_classes (50,000) build_model gives it a SampledClassifierHead.
@@ -104,7 +105,7 @@ def main(argv=None) -> int:
         augment=False)
     model = build_model(config, num_classes, vocab_size=2, class_counts=counts, max_tokens=1)
     assert model.sampled == (args.head == "sampled")
-    optimizer = _optimizer(config, args.steps, sampled=model.sampled)
+    optimizer = make_optimizer(config, args.steps, sampled=model.sampled)
     model.compile(optimizer=optimizer)
     rss_built = psutil.Process().memory_info().rss
 
@@ -128,7 +129,7 @@ def main(argv=None) -> int:
     n_eval = min(len(y), args.eval_records)
     for i in range(0, n_eval, 64):
         batch = {IMAGE_INPUT: x[i:min(i + 64, n_eval)]}
-        predictions.append(np.argmax(np.asarray(model(batch)["visual_logits"]), -1))
+        predictions.append(np.argmax(np.asarray(model(batch)[VISUAL_LOGITS]), -1))
     eval_s = time.perf_counter() - start
     top1 = float((np.concatenate(predictions) == y[:n_eval]).mean())
     print(json.dumps({

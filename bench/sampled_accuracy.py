@@ -23,6 +23,8 @@ import os
 import sys
 import time
 
+from sicot import contract
+
 MODES = ("dense", "sampled_adamw", "sampled")
 
 
@@ -104,11 +106,8 @@ def train_one(mode, data, args):
     logits = np.concatenate([np.asarray(model(x_test[i:i + 4096])["logits"])
                              for i in range(0, len(x_test), 4096)])
     correct = np.argmax(logits, -1) == y_test
-    low, high = args.band_edges
-    train_count = counts[y_test]
-    bands = {"many": train_count > high,
-             "medium": (train_count >= low) & (train_count <= high),
-             "few": train_count < low}
+    class_band = np.array([contract.band_of_count(int(c), args.band_edges) for c in counts])
+    bands = {b: class_band[y_test] == b for b in contract.BANDS}
     return {"mode": mode, "top1": round(100 * float(correct.mean()), 2),
             "by_band": {b: round(100 * float(correct[m].mean()), 2) if m.any() else None
                         for b, m in bands.items()},

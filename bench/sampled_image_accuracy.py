@@ -17,6 +17,8 @@ import os
 import statistics
 import sys
 
+from sicot import contract
+
 
 def summarise(name, run_dir):
     with open(os.path.join(run_dir, "train_report.json")) as f:
@@ -24,7 +26,7 @@ def summarise(name, run_dir):
     with open(os.path.join(run_dir, "test_eval.json")) as f:
         evaluation = json.load(f)
     config, steps = train["config"], train["steps_per_epoch"]
-    overall = evaluation["results"]["image_only"]["overall"]
+    overall = evaluation["results"][contract.IMAGE_ONLY][contract.OVERALL]
     epoch_seconds = train.get("epoch_seconds", [])
     return {
         "name": name,

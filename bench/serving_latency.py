@@ -36,6 +36,8 @@ import urllib.request
 
 import numpy as np
 
+from sicot import contract
+
 
 def make_images(count: int, size: int, seed: int) -> list[bytes]:
     from PIL import Image
@@ -97,18 +99,16 @@ def under_load(make_call, images, total: int, concurrency: int) -> tuple[list[fl
 # -- clients ----------------------------------------------------------------------------------
 def grpc_caller(port: int, model: str, signature: str):
     import grpc
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    from sicot.serving.client import predict_request
 
     stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
 
     def call(image):
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = model
-        request.model_spec.signature_name = signature
-        request.inputs["image"].CopyFrom(tf.make_tensor_proto([image]))
+        request = predict_request(model, signature, {contract.IMAGE_KEY: [image]})
         response = stub.Predict(request, 60)
-        assert response.outputs["scores"].tensor_shape.dim[0].size == 1
+        assert response.outputs[contract.SCORES_OUTPUT].tensor_shape.dim[0].size == 1
     return call
 
 
@@ -117,7 +117,7 @@ def rest_caller(port: int, model: str, signature: str):
 
     def call(image):
         body = json.dumps({"signature_name": signature,
-                           "instances": [{"image": {"b64": base64.b64encode(image).decode()}}]})
+                           "instances": [{contract.IMAGE_KEY: {"b64": base64.b64encode(image).decode()}}]})
         connection.request("POST", f"/v1/models/{model}:predict", body, {"Content-Type": "application/json"})
         response = connection.getresponse()
         data = response.read()
@@ -193,7 +193,8 @@ def in_process_caller(args):
     if not versions:
         raise SystemExit(f"--model-base-path {args.model_base_path}: no <version>/saved_model.pb inside")
     fn = tf.saved_model.load(versions[max(versions)]).signatures[args.signature]
-    return lambda image: fn(image=tf.constant([image]))["scores"].numpy()
+    return lambda image: fn(**{contract.IMAGE_KEY: tf.constant([image])})[
+        contract.SCORES_OUTPUT].numpy()
 
 
 def run(args, images) -> dict:
@@ -245,7 +246,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model-base-path", required=True, help="TF Serving base path (DIR/<version>/saved_model.pb)")
     p.add_argument("--model-name", default="sicot")
-    p.add_argument("--signature", default="serving_default")
+    p.add_argument("--signature", default=contract.IMAGE_SIGNATURE)
     p.add_argument("--requests", type=int, default=200, help="sequential single-image requests")
     p.add_argument("--load-requests", type=int, default=400, help="requests in the throughput run")
     p.add_argument("--concurrency", type=int, default=8, help="client threads in the throughput run")

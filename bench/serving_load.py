@@ -31,6 +31,9 @@ import zlib
 
 import numpy as np
 
+from sicot import contract
+from sicot.serving.client import predict_request
+
 MODEL = "sicot"
 
 
@@ -95,22 +98,16 @@ class Load:
             self._local.stub = self._stub_cls(channel)
         return self._local.stub
 
-    def grpc_predict(self, inputs: dict, signature="serving_default", model=MODEL, version=None):
+    def grpc_predict(self, inputs: dict, signature=contract.IMAGE_SIGNATURE, model=MODEL,
+                     version=None):
         import tensorflow as tf
-        from tensorflow_serving.apis import predict_pb2
 
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = model
-        request.model_spec.signature_name = signature
-        if version is not None:
-            request.model_spec.version.value = version
-        for key, value in inputs.items():
-            request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+        request = predict_request(model, signature, inputs, version)
         try:
             response = self.stub().Predict(request, self.args.timeout)
         except self._grpc.RpcError as e:
             return e.code().name, None
-        scores = tf.make_ndarray(response.outputs["scores"])
+        scores = tf.make_ndarray(response.outputs[contract.SCORES_OUTPUT])
         return "OK", (response.model_spec.version.value, scores.shape[0])
 
     def rest_post(self, path: str, body: bytes):
@@ -136,18 +133,18 @@ class Load:
         image = self.images[i % len(self.images)]
         with_text = (i // 2) % 2 == 1
         if i % 2 == 0:
-            inputs = {"image": [image]}
+            inputs = {contract.IMAGE_KEY: [image]}
             if with_text:
                 inputs.update(title=["red mug gift"], tags=["kitchen|mug"])
             status, info = self.grpc_predict(
-                inputs, "serving_image_text" if with_text else "serving_default")
+                inputs, contract.IMAGE_TEXT_SIGNATURE if with_text else contract.IMAGE_SIGNATURE)
             ok = status == "OK" and info[1] == 1
             return "valid_grpc", ok, status, (info[0] if info else None)
-        instance = {"image": {"b64": base64.b64encode(image).decode()}}
+        instance = {contract.IMAGE_KEY: {"b64": base64.b64encode(image).decode()}}
         body = {"instances": [instance]}
         if with_text:
             instance.update(title="red mug gift", tags="kitchen|mug")
-            body["signature_name"] = "serving_image_text"
+            body["signature_name"] = contract.IMAGE_TEXT_SIGNATURE
         status, data = self.rest_post(f"/v1/models/{MODEL}:predict", json.dumps(body).encode())
         ok = status == 200 and len(json.loads(data)["predictions"]) == 1
         return "valid_rest", ok, status, None
@@ -157,36 +154,36 @@ class Load:
         predict = f"/v1/models/{MODEL}:predict"
         b64 = base64.b64encode(image).decode()
         if kind == "grpc_unknown_model":
-            status, _ = self.grpc_predict({"image": [image]}, model="nope")
+            status, _ = self.grpc_predict({contract.IMAGE_KEY: [image]}, model="nope")
         elif kind == "grpc_unknown_version":
-            status, _ = self.grpc_predict({"image": [image]}, version=987654)
+            status, _ = self.grpc_predict({contract.IMAGE_KEY: [image]}, version=987654)
         elif kind == "grpc_unknown_signature":
-            status, _ = self.grpc_predict({"image": [image]}, signature="no_such_signature")
+            status, _ = self.grpc_predict({contract.IMAGE_KEY: [image]}, signature="no_such_signature")
         elif kind == "grpc_wrong_input_name":
             status, _ = self.grpc_predict({"picture": [image]})
         elif kind == "grpc_float_image":
-            status, _ = self.grpc_predict({"image": np.zeros([1], np.float32)})
+            status, _ = self.grpc_predict({contract.IMAGE_KEY: np.zeros([1], np.float32)})
         elif kind == "grpc_not_an_image":
-            status, _ = self.grpc_predict({"image": [b"this is not an image"]})
+            status, _ = self.grpc_predict({contract.IMAGE_KEY: [b"this is not an image"]})
         elif kind == "grpc_truncated_jpeg":
-            status, _ = self.grpc_predict({"image": [image[:len(image) // 2]]})
+            status, _ = self.grpc_predict({contract.IMAGE_KEY: [image[:len(image) // 2]]})
         elif kind == "grpc_png_bomb_header":
-            status, _ = self.grpc_predict({"image": [png_claiming(100_000, 100_000)]})
+            status, _ = self.grpc_predict({contract.IMAGE_KEY: [png_claiming(100_000, 100_000)]})
         elif kind == "grpc_too_large":
-            status, _ = self.grpc_predict({"image": [self.big]})
+            status, _ = self.grpc_predict({contract.IMAGE_KEY: [self.big]})
         elif kind == "rest_invalid_json":
             status, _ = self.rest_post(predict, b'{"instances": [')
         elif kind == "rest_instances_and_inputs":
             status, _ = self.rest_post(predict, json.dumps(
-                {"instances": [{"image": {"b64": b64}}], "inputs": {"image": [{"b64": b64}]}}).encode())
+                {"instances": [{contract.IMAGE_KEY: {"b64": b64}}], "inputs": {contract.IMAGE_KEY: [{"b64": b64}]}}).encode())
         elif kind == "rest_bad_base64":
             status, _ = self.rest_post(predict, b'{"instances": [{"image": {"b64": "***not base64***"}}]}')
         elif kind == "rest_unknown_model":
             status, _ = self.rest_post("/v1/models/nope:predict", json.dumps(
-                {"instances": [{"image": {"b64": b64}}]}).encode())
+                {"instances": [{contract.IMAGE_KEY: {"b64": b64}}]}).encode())
         elif kind == "rest_not_an_image":
             status, _ = self.rest_post(predict, json.dumps(
-                {"instances": [{"image": {"b64": base64.b64encode(b"plain text").decode()}}]}).encode())
+                {"instances": [{contract.IMAGE_KEY: {"b64": base64.b64encode(b"plain text").decode()}}]}).encode())
         elif kind == "rest_wrong_path":
             status, _ = self.rest_post(f"/v1/models/{MODEL}/oops:predict", b"{}")
         elif kind == "rest_too_large":

@@ -15,13 +15,16 @@ import collections
 import json
 import sys
 
+from sicot import contract
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--data", required=True)
-    parser.add_argument("--band-below", type=int, default=20)
-    parser.add_argument("--many-above", type=int, default=100)
+    low, high = contract.DEFAULT_BAND_EDGES
+    parser.add_argument("--band-below", type=int, default=low)
+    parser.add_argument("--many-above", type=int, default=high)
     args = parser.parse_args(argv)
 
     import tensorflow as tf
@@ -33,18 +36,19 @@ def main(argv=None) -> int:
         classes = {c["label"]: c for c in map(json.loads, f)}
     records, _ = read_split(args.data, "test")
     signature = tf.saved_model.load(resolve_saved_model_dir(args.model)).signatures[
-        "serving_default"]
+        contract.IMAGE_SIGNATURE]
 
     def band(label):
-        n = classes[label]["train_count"]
-        return "few" if n < args.band_below else "many" if n > args.many_above else "medium"
+        return contract.band_of_count(classes[label]["train_count"],
+                                      (args.band_below, args.many_above))
 
     kinds, images, correct = collections.Counter(), 0, 0
     for start in range(0, len(records), 100):
         batch = records[start:start + 100]
-        predicted = signature(image=tf.constant([r["image"] for r in batch]))["classes"]
+        images_in = tf.constant([r[contract.IMAGE_KEY] for r in batch])
+        predicted = signature(**{contract.IMAGE_KEY: images_in})[contract.CLASSES_OUTPUT]
         for record, top in zip(batch, predicted.numpy()[:, 0]):
-            truth, guess = record["label"].decode(), top.decode()
+            truth, guess = record[contract.LABEL_KEY].decode(), top.decode()
             if classes[truth]["train_count"] >= args.band_below:
                 continue
             images += 1

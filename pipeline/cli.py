@@ -5,6 +5,11 @@ import argparse
 import os
 import shlex
 
+from sicot import contract
+from sicot.errors import UserError
+from sicot.pipeline import configs
+from sicot.trainer.model_config import BACKBONES, PRESET_NAMES, ModelConfig
+
 
 def register(subparsers) -> None:
     run = subparsers.add_parser(
@@ -20,7 +25,7 @@ def register(subparsers) -> None:
                      help="the Pusher writes blessed models to <dir>/<version>/")
     _add_model_args(run)
     run.add_argument("--beam-preset", default="direct",
-                     choices=["direct", "direct-parallel", "flink", "spark"],
+                     choices=configs.LOCAL_BEAM_PRESETS,
                      help="Beam runner preset (docs/pipeline.md); default direct (in memory)")
     run.add_argument("--beam-args", default="",
                      help="extra Beam flags, one quoted string joined with '=' since it "
@@ -68,10 +73,9 @@ def register(subparsers) -> None:
 
 def _add_model_args(parser: argparse.ArgumentParser, schema_default="curated") -> None:
     parser.add_argument("--model", default="sicot",
-                        help="model preset (sicot, ce, logit_adjust, balanced_softmax, crt, "
-                             "cosine, sicot_no_attention, sicot_no_cotraining)")
+                        help=f"model preset ({', '.join(PRESET_NAMES)})")
     parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--backbone", default=None, help="small | resnet50")
+    parser.add_argument("--backbone", default=None, help=" | ".join(BACKBONES))
     parser.add_argument("--image-size", type=int, default=None,
                         help="Transform and model input size (pixels)")
     parser.add_argument("--band-edges", default=None, metavar="LOW,HIGH",
@@ -97,9 +101,6 @@ def _add_model_args(parser: argparse.ArgumentParser, schema_default="curated") -
 
 def _settings(args) -> dict:
     """create_pipeline keyword arguments shared by run and compile; UserError on bad values."""
-    from sicot.cli import UserError
-    from sicot.pipeline import configs
-
     model = {"preset": args.model}
     for key in ("epochs", "backbone", "image_size"):
         value = getattr(args, key)
@@ -118,10 +119,7 @@ def _settings(args) -> dict:
             raise UserError(f"--band-edges {args.band_edges!r}: need 0 < LOW <= HIGH")
         transform["band_edges"] = [low, high]
     try:
-        from sicot.trainer.model_config import ModelConfig
         ModelConfig.from_dict(model)
-    except ImportError:
-        pass
     except (ValueError, TypeError) as e:
         raise UserError(f"--model/--epochs/--backbone/--image-size: {e}") from e
     for name in ("epochs", "train_steps", "eval_steps"):
@@ -165,8 +163,7 @@ def _settings(args) -> dict:
 
 
 def _run(args) -> int:
-    from sicot.cli import UserError
-    from sicot.pipeline import configs, local_runner, run_summary
+    from sicot.pipeline import local_runner, run_summary
     from sicot.pipeline import pipeline as sicot_pipeline
 
     data = os.path.abspath(args.data)
@@ -211,12 +208,11 @@ def _run(args) -> int:
 
 
 def _compile(args) -> int:
-    from sicot.cli import UserError
-    from sicot.pipeline import configs, kubeflow_v2_runner
+    from sicot.pipeline import kubeflow_v2_runner
     from sicot.pipeline import pipeline as sicot_pipeline
 
     settings = _settings(args)
-    splits = [s for s in configs.SPLITS if not (args.no_eval_split and s == "eval")]
+    splits = [s for s in contract.SPLITS if not (args.no_eval_split and s == contract.EVAL_SPLIT)]
     if args.data_format == "tfrecord":
         layout = sicot_pipeline.DatasetLayout(
             "tfrecord", {s: sicot_pipeline.TFRECORD_PATTERN.format(split=s) for s in splits})

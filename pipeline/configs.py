@@ -20,20 +20,16 @@ import dataclasses
 import os
 from typing import Any, Dict, List, Optional
 
+from sicot import contract
+
 PIPELINE_NAME = "sicot"
 # Dotted names: the pipeline never imports model code (TFX penguin template convention).
 PREPROCESSING_FN = "sicot.trainer.preprocessing.preprocessing_fn"
 RUN_FN = "sicot.trainer.task.run_fn"
 
-# Signature and outputs of the exported model that the Evaluator reads (see trainer/serving).
-EVAL_SIGNATURE = "eval_examples"
-TRANSFORM_SIGNATURE = "transform_features"
-QUERY_MODES = ("image_only", "image_text")  # outputs of EVAL_SIGNATURE: class probabilities
-
-SPLITS = ("train", "eval", "test")
-HELD_OUT_SPLITS = ("eval", "test")  # their labels must occur in train unless allowed
-ANALYZE_SPLITS = ("train",)
-EVALUATE_SPLIT = "test"
+HELD_OUT_SPLITS = (contract.EVAL_SPLIT, contract.TEST_SPLIT)  # labels must occur in train
+ANALYZE_SPLITS = (contract.TRAIN_SPLIT,)
+EVALUATE_SPLIT = contract.TEST_SPLIT
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema")
 CURATED_SCHEMA = os.path.join(SCHEMA_DIR, "schema.pbtxt")
 
@@ -84,6 +80,8 @@ class PipelineDefaults:
 DEFAULTS = PipelineDefaults()
 
 BEAM_PRESETS = ("direct", "direct-parallel", "dataflow", "flink", "spark")
+# Those `sicot run` offers (Dataflow runs a compiled pipeline: `sicot compile`).
+LOCAL_BEAM_PRESETS = tuple(p for p in BEAM_PRESETS if p != "dataflow")
 
 
 def beam_pipeline_args(

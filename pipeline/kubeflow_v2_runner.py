@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
+from sicot import contract
 from sicot.pipeline import configs
 from sicot.pipeline import pipeline as sicot_pipeline
 
@@ -48,7 +49,7 @@ def compile_vertex(
     from tfx import v1 as tfx
 
     layout = dataset_layout or sicot_pipeline.DatasetLayout(
-        "manifest", {s: f"{s}.jsonl" for s in configs.SPLITS})
+        "manifest", {s: f"{s}.jsonl" for s in contract.SPLITS})
     pipeline = sicot_pipeline.create_pipeline(
         data_root=data_root,
         pipeline_root=pipeline_root,

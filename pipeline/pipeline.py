@@ -13,7 +13,7 @@
      models only).
 
 The pipeline never imports model code: Transform and Trainer get dotted names
-(`configs.PREPROCESSING_FN`, `configs.RUN_FN`); only `sicot.trainer.features` (names) is
+(`configs.PREPROCESSING_FN`, `configs.RUN_FN`); only `sicot.contract` (names) is
 shared.
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ import dataclasses
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from sicot import contract
 from sicot.pipeline import configs
-from sicot.trainer import features
 
 MANIFEST_EXTENSIONS = (".jsonl", ".csv")  # .jsonl wins when both exist (sicot.data.manifest)
 TFRECORD_PATTERN = "{split}-*.tfrecord.gz"
@@ -52,12 +52,12 @@ def detect_dataset_layout(data_root: str) -> DatasetLayout:
     if not tf.io.gfile.isdir(data_root):
         raise ValueError(f"data root {data_root} is not a folder")
     manifests = {}
-    for split in configs.SPLITS:
+    for split in contract.SPLITS:
         for ext in MANIFEST_EXTENSIONS:
             if tf.io.gfile.exists(os.path.join(data_root, split + ext)):
                 manifests[split] = split + ext
                 break
-    records = {split: TFRECORD_PATTERN.format(split=split) for split in configs.SPLITS
+    records = {split: TFRECORD_PATTERN.format(split=split) for split in contract.SPLITS
                if tf.io.gfile.glob(os.path.join(data_root, TFRECORD_PATTERN.format(split=split)))}
     if manifests and records:
         raise ValueError(
@@ -78,8 +78,8 @@ def detect_dataset_layout(data_root: str) -> DatasetLayout:
 def _eval_config(thresholds: configs.BlessingThresholds):
     import tensorflow_model_analysis as tfma
 
-    label_key = features.LABEL_XF
-    few_slice = tfma.SlicingSpec(feature_values={features.BAND_XF: "few"})
+    label_key = contract.LABEL_XF
+    few_slice = tfma.SlicingSpec(feature_values={contract.BAND_XF: contract.FEW})
 
     def top1_threshold(lower_bound: float, with_change: bool):
         threshold = tfma.MetricThreshold(
@@ -90,15 +90,15 @@ def _eval_config(thresholds: configs.BlessingThresholds):
                 absolute={"value": -thresholds.max_top1_drop}))
         return threshold
 
-    blessing_output, other_output = configs.QUERY_MODES
+    blessing_output, other_output = contract.QUERY_MODES
     top5 = tfma.MetricConfig(class_name="SparseTopKCategoricalAccuracy", config='{"k": 5}')
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(
-            signature_name=configs.EVAL_SIGNATURE,
-            preprocessing_function_names=[configs.TRANSFORM_SIGNATURE],
-            label_keys={mode: label_key for mode in configs.QUERY_MODES},
+            signature_name=contract.EVAL_SIGNATURE,
+            preprocessing_function_names=[contract.TRANSFORM_SIGNATURE],
+            label_keys={mode: label_key for mode in contract.QUERY_MODES},
         )],
-        slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[features.BAND_XF])],
+        slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[contract.BAND_XF])],
         metrics_specs=[
             tfma.MetricsSpec(
                 output_names=[blessing_output],

@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, List, Optional, Tuple
 
+from sicot import contract
 from sicot.pipeline import configs
-from sicot.trainer import features
 
 
 @dataclasses.dataclass
@@ -92,13 +92,13 @@ def band_metrics(evaluation_uri: str) -> Dict[Tuple[str, str], Dict[str, float]]
     table: Dict[Tuple[str, str], Dict[str, float]] = {}
     for slice_key, metrics in result.slicing_metrics:
         if not slice_key:
-            name = "overall"
-        elif len(slice_key) == 1 and slice_key[0][0] == features.BAND_XF:
+            name = contract.OVERALL
+        elif len(slice_key) == 1 and slice_key[0][0] == contract.BAND_XF:
             band = slice_key[0][1]
             name = band.decode() if isinstance(band, bytes) else str(band)
         else:
             continue
-        for mode in configs.QUERY_MODES:
+        for mode in contract.QUERY_MODES:
             values = metrics.get(mode, {}).get("", {})
             row = {}
             for metric, short in (("sparse_categorical_accuracy", "top1"),
@@ -113,10 +113,10 @@ def band_metrics(evaluation_uri: str) -> Dict[Tuple[str, str], Dict[str, float]]
 
 
 def format_band_table(table: Dict[Tuple[str, str], Dict[str, float]]) -> str:
-    order = ["overall", *features.BANDS]
+    order = [contract.OVERALL, *contract.BANDS]
     lines = [f"{'slice':<8} {'query':<11} {'top-1':>6} {'top-5':>6} {'count':>6}"]
     for name in order + sorted({n for n, _ in table} - set(order)):
-        for mode in configs.QUERY_MODES:
+        for mode in contract.QUERY_MODES:
             row = table.get((name, mode))
             if row is None:
                 continue

@@ -13,17 +13,17 @@ import os
 
 from tfx import v1 as tfx
 
-from sicot.trainer import features
+from sicot import contract
 
-FREE_TEXT_FEATURES = (features.IMAGE_KEY, features.TITLE_KEY, features.TAGS_KEY,
-                      features.RECORD_ID_KEY)
+FREE_TEXT_FEATURES = (contract.IMAGE_KEY, contract.TITLE_KEY, contract.TAGS_KEY,
+                      contract.RECORD_ID_KEY)
 SCHEMA_FILE = "schema.pbtxt"
 
 
 def drop_free_text_domains(schema, keep_label_domain: bool = True):
     """Removes the string domains of FREE_TEXT_FEATURES (and of the label unless
     keep_label_domain) from a Schema proto (in place)."""
-    dropped_features = FREE_TEXT_FEATURES + (() if keep_label_domain else (features.LABEL_KEY,))
+    dropped_features = FREE_TEXT_FEATURES + (() if keep_label_domain else (contract.LABEL_KEY,))
     dropped_names = set()
     for feature in schema.feature:
         if feature.name in dropped_features:

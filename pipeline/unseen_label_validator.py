@@ -30,7 +30,7 @@ from typing import Dict, Iterable, List, Tuple
 import apache_beam as beam
 from tfx import v1 as tfx
 
-from sicot.trainer import features
+from sicot import contract
 
 TRAIN_SPLIT = "train"
 ANOMALIES_FILE = "SchemaDiff.pb"  # the name ExampleValidator and ValidationGate use
@@ -43,9 +43,9 @@ def label_values(serialized_example: bytes) -> List[bytes]:
     from tensorflow.core.example import example_pb2
 
     feature_map = example_pb2.Example.FromString(serialized_example).features.feature
-    if features.LABEL_KEY not in feature_map:
+    if contract.LABEL_KEY not in feature_map:
         return []
-    return list(feature_map[features.LABEL_KEY].bytes_list.value)
+    return list(feature_map[contract.LABEL_KEY].bytes_list.value)
 
 
 class SummarizeUnseenLabels(beam.CombineFn):
@@ -134,11 +134,11 @@ def unseen_label_anomalies(split: str, report: Dict):
         f"{report['unseen_labels']} label value{'s' if report['unseen_labels'] != 1 else ''} "
         f"that the train split never has: {named}" + (f" and {more} more" if more > 0 else "")
         + f"; if they are expected, allow them with --allow-unseen-labels {split}")
-    info = anomalies.anomaly_info[features.LABEL_KEY]
+    info = anomalies.anomaly_info[contract.LABEL_KEY]
     info.severity = anomalies_pb2.AnomalyInfo.ERROR
     info.short_description = "Labels not in the train split"
     info.description = description
-    info.path.step.append(features.LABEL_KEY)
+    info.path.step.append(contract.LABEL_KEY)
     reason = info.reason.add()
     reason.type = anomalies_pb2.AnomalyInfo.ENUM_TYPE_UNEXPECTED_STRING_VALUES
     reason.short_description = info.short_description

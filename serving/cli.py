@@ -5,7 +5,8 @@ import argparse
 import os
 import re
 
-from sicot.cli import UserError
+from sicot import contract
+from sicot.errors import UserError
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _BATCHING_KEYS = {"max_batch_size", "batch_timeout_micros", "max_enqueued_batches",
@@ -53,7 +54,8 @@ def register(subparsers) -> None:
     predict.add_argument("--model-name", default="sicot")
     predict.add_argument("--model-version", type=int, default=None, help="default: latest")
     predict.add_argument("--signature", default=None,
-                         help="default: serving_image_text with --title/--tags, else serving_default")
+                         help=f"default: {contract.IMAGE_TEXT_SIGNATURE} with --title/--tags, "
+                              f"else {contract.IMAGE_SIGNATURE}")
     predict.add_argument("--timeout", type=float, default=30.0, help="seconds")
     predict.add_argument("--json", action="store_true", help="print the result as JSON")
     predict.set_defaults(handler=run_predict)
@@ -200,8 +202,9 @@ def run_predict(args) -> int:
             return 1
     finally:
         conn.close()
-    if "classes" not in result.outputs or "scores" not in result.outputs:
-        print(f"sicot predict: error: signature {signature} has no 'classes'/'scores' outputs "
+    if contract.CLASSES_OUTPUT not in result.outputs or contract.SCORES_OUTPUT not in result.outputs:
+        print(f"sicot predict: error: signature {signature} has no '{contract.CLASSES_OUTPUT}'/"
+              f"'{contract.SCORES_OUTPUT}' outputs "
               f"(outputs: {sorted(result.outputs)})", file=sys.stderr)
         return 1
     top = result.top_k(0)

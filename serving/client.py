@@ -15,11 +15,7 @@ import urllib.request
 
 import numpy as np
 
-from sicot.trainer import features
-
-IMAGE_SIGNATURE = "serving_default"
-IMAGE_TEXT_SIGNATURE = "serving_image_text"
-EXAMPLES_SIGNATURE = "serving_examples"
+from sicot import contract
 
 _IMAGE_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF87a": "GIF",
                 b"GIF89a": "GIF", b"BM": "BMP"}
@@ -42,9 +38,9 @@ class Prediction:
 
     def top_k(self, row: int = 0) -> list[tuple[str, float, int | None]]:
         """[(class name, score, class id)] of one row, best first."""
-        classes = self.outputs["classes"][row]
-        scores = self.outputs["scores"][row]
-        ids = self.outputs.get("class_ids")
+        classes = self.outputs[contract.CLASSES_OUTPUT][row]
+        scores = self.outputs[contract.SCORES_OUTPUT][row]
+        ids = self.outputs.get(contract.CLASS_IDS_OUTPUT)
         return [(c.decode("utf-8") if isinstance(c, bytes) else str(c), float(s),
                  None if ids is None else int(ids[row][i]))
                 for i, (c, s) in enumerate(zip(classes, scores))]
@@ -63,24 +59,25 @@ def parse_server(text: str) -> tuple[str, int]:
 
 
 def default_signature(title: str | None, tags: str | None) -> str:
-    return IMAGE_TEXT_SIGNATURE if (title or tags) else IMAGE_SIGNATURE
+    return contract.IMAGE_TEXT_SIGNATURE if (title or tags) else contract.IMAGE_SIGNATURE
 
 
 def build_inputs(input_names, image: bytes, title: str | None, tags: str | None) -> dict[str, np.ndarray]:
     """Values for a signature's inputs, one row; raises ValueError for an input we cannot fill."""
     import tensorflow as tf
 
-    raw = {features.IMAGE_KEY: image, features.TITLE_KEY: (title or "").encode("utf-8"),
-           features.TAGS_KEY: (tags or "").encode("utf-8")}
+    raw = {contract.IMAGE_KEY: image, contract.TITLE_KEY: (title or "").encode("utf-8"),
+           contract.TAGS_KEY: (tags or "").encode("utf-8")}
     names = set(input_names)
-    if (title or tags) and not names & {features.TITLE_KEY, features.TAGS_KEY, "examples"}:
+    if (title or tags) and not names & {contract.TITLE_KEY, contract.TAGS_KEY,
+                                     contract.EXAMPLES_INPUT}:
         raise ValueError(f"this signature takes only {sorted(names)}: --title/--tags would be "
-                         f"ignored; use --signature {IMAGE_TEXT_SIGNATURE}")
+                         f"ignored; use --signature {contract.IMAGE_TEXT_SIGNATURE}")
     inputs = {}
     for name in names:
         if name in raw:
             value = raw[name]
-        elif name == "examples":
+        elif name == contract.EXAMPLES_INPUT:
             value = tf.train.Example(features=tf.train.Features(feature={
                 k: tf.train.Feature(bytes_list=tf.train.BytesList(value=[v])) for k, v in raw.items()
             })).SerializeToString()
@@ -92,6 +89,23 @@ def build_inputs(input_names, image: bytes, title: str | None, tags: str | None)
 
 
 # -- gRPC -------------------------------------------------------------------------------------
+def predict_request(model_name: str, signature_name: str, inputs: dict,
+                    version: int | None = None):
+    """A TF Serving `PredictRequest` for `inputs` ({input name: array-like}), latest version
+    unless `version` is given."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.model_spec.signature_name = signature_name
+    if version is not None:
+        request.model_spec.version.value = version
+    for name, value in inputs.items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+    return request
+
+
 class GrpcClient:
     def __init__(self, server: str, model_name: str, timeout: float = 30.0):
         import grpc
@@ -128,15 +142,8 @@ class GrpcClient:
     def predict(self, signature_name: str, inputs: dict[str, np.ndarray],
                 version: int | None = None) -> Prediction:
         import tensorflow as tf
-        from tensorflow_serving.apis import predict_pb2
 
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = self.model_name
-        request.model_spec.signature_name = signature_name
-        if version is not None:
-            request.model_spec.version.value = version
-        for name, value in inputs.items():
-            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+        request = predict_request(self.model_name, signature_name, inputs, version)
         response = self._call(self.predictions.Predict, request)
         return Prediction(response.model_spec.version.value, response.model_spec.signature_name,
                           {k: tf.make_ndarray(v) for k, v in response.outputs.items()})
@@ -185,7 +192,7 @@ class RestClient:
         if not isinstance(predictions[0], dict):
             raise ClientError("INVALID_ARGUMENT", "the signature has a single output; expected "
                               "classes and scores")
-        outputs = {k: np.array([p[k] for p in predictions], dtype=object if k == "classes" else None)
+        outputs = {k: np.array([p[k] for p in predictions], dtype=object if k == contract.CLASSES_OUTPUT else None)
                    for k in predictions[0]}
         return Prediction(None, signature_name, outputs)
 

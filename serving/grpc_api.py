@@ -14,11 +14,13 @@ import grpc
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
+from sicot import contract
 from sicot.serving.errors import ServingError, invalid_argument
 
 _PREDICT_ONLY = ("{method} is not implemented by this server: TF2/Keras SavedModels have predict "
                  "signatures only (no classification/regression SignatureDefs); use Predict "
-                 "with signature 'serving_default' or 'serving_image_text'.")
+                 f"with signature '{contract.IMAGE_SIGNATURE}' or "
+                 f"'{contract.IMAGE_TEXT_SIGNATURE}'.")
 
 
 def _instrumented(method_name: str):

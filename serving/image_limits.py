@@ -19,10 +19,8 @@ from typing import Mapping
 
 import numpy as np
 
+from sicot import contract
 from sicot.serving.errors import invalid_argument
-from sicot.trainer import features
-
-EXAMPLES_INPUT = "examples"
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:
@@ -58,11 +56,11 @@ def check_image_inputs(signature_name: str, inputs: Mapping[str, np.ndarray], ma
     """Raises INVALID_ARGUMENT when an image in the request is larger than `max_pixels`."""
     if not max_pixels:
         return
-    image = inputs.get(features.IMAGE_KEY)
+    image = inputs.get(contract.IMAGE_KEY)
     if image is not None:
         for row, value in enumerate(np.asarray(image, dtype=object).ravel()):
             _check(value, f"Input 'image' of signature {signature_name}, row {row}", max_pixels)
-    examples = inputs.get(EXAMPLES_INPUT)
+    examples = inputs.get(contract.EXAMPLES_INPUT)
     if examples is not None:
         from tensorflow.core.example import example_pb2
 
@@ -73,7 +71,7 @@ def check_image_inputs(signature_name: str, inputs: Mapping[str, np.ndarray], ma
                 example = example_pb2.Example.FromString(bytes(value))
             except Exception:  # noqa: BLE001 - the model's parser reports a bad proto
                 continue
-            feature = example.features.feature.get(features.IMAGE_KEY)
+            feature = example.features.feature.get(contract.IMAGE_KEY)
             if feature is not None:
                 for data in feature.bytes_list.value:
                     _check(data, f"Input 'examples' of signature {signature_name}, row {row}",

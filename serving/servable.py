@@ -16,12 +16,12 @@ from typing import Callable, Mapping, Sequence
 import grpc
 import numpy as np
 
+from sicot import contract
 from sicot.serving.batching import BatchingOptions, SignatureBatcher
 from sicot.serving.errors import ServingError, from_tensorflow_error, invalid_argument
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SIGNATURE = "serving_default"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
 
@@ -139,7 +139,7 @@ class LoadedModel:
 
     # -- signatures --------------------------------------------------------------------------
     def signature(self, signature_name: str | None) -> str:
-        name = signature_name or DEFAULT_SIGNATURE
+        name = signature_name or contract.DEFAULT_SIGNATURE
         if name not in self.signatures:
             raise invalid_argument(
                 f'Serving signature name: "{name}" not found in signature def '

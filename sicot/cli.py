@@ -16,6 +16,8 @@ import argparse
 import importlib
 import sys
 
+from sicot.errors import UserError
+
 _COMMAND_MODULES = (
     "sicot.data.cli",
     "sicot.trainer.cli",
@@ -23,10 +25,6 @@ _COMMAND_MODULES = (
     "sicot.serving.cli",
     "sicot.demo",
 )
-
-
-class UserError(Exception):
-    """Bad input from the user: printed as one line naming the input and what is wrong."""
 
 
 def build_parser() -> argparse.ArgumentParser:

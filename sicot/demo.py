@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 
+from sicot.errors import UserError
 
 # 20 epochs: at 6 the model is far from trained (docs/experiments.md, round 3); on 2 cores the
 # whole demo then takes about 5 minutes.
@@ -81,8 +82,6 @@ def _first_test_record(data_dir: str) -> dict:
 
 def run_demo(args) -> int:
     import shutil
-
-    from sicot.cli import UserError
 
     workdir = os.path.abspath(args.workdir)
     if args.fresh and os.path.isdir(workdir):

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from sicot.trainer import features
+from sicot import contract
 
 
 def class_word_table(tokens, labels, num_classes: int, top_k: int):
     """(ids int32 [C, K], weights float32 [C, K]) from token ids [N, T] and labels [N].
 
-    Token ids below `features.FIRST_VOCAB_TOKEN_ID` (padding, out of vocabulary) are ignored;
+    Token ids below `contract.FIRST_VOCAB_TOKEN_ID` (padding, out of vocabulary) are ignored;
     labels outside [0, C) are ignored. Unused slots have id 0 and weight 0.
     """
     tokens = np.asarray(tokens, dtype=np.int64)
@@ -36,7 +36,7 @@ def class_word_table(tokens, labels, num_classes: int, top_k: int):
     class_examples = np.bincount(labels, minlength=num_classes).astype(np.float64)
     rows = np.repeat(labels, tokens.shape[1])
     words = tokens.reshape(-1)
-    valid = words >= features.FIRST_VOCAB_TOKEN_ID
+    valid = words >= contract.FIRST_VOCAB_TOKEN_ID
     example = np.repeat(np.arange(len(labels)), tokens.shape[1])[valid]
     rows, words = rows[valid], words[valid]
     if words.size == 0:
@@ -73,11 +73,11 @@ def read_tokens_and_labels(file_pattern, tf_transform_output):
     if not files:
         raise FileNotFoundError(f"no transformed examples match {patterns}")
     spec = tf_transform_output.transformed_feature_spec()
-    parse_spec = {k: spec[k] for k in (features.TOKENS_XF, features.LABEL_XF)}
+    parse_spec = {k: spec[k] for k in (contract.TOKENS_XF, contract.LABEL_XF)}
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(4096).map(
         lambda r: tf.io.parse_example(r, parse_spec))
     tokens, labels = [], []
     for batch in ds.as_numpy_iterator():
-        tokens.append(batch[features.TOKENS_XF])
-        labels.append(batch[features.LABEL_XF].reshape(-1))
+        tokens.append(batch[contract.TOKENS_XF])
+        labels.append(batch[contract.LABEL_XF].reshape(-1))
     return np.concatenate(tokens), np.concatenate(labels)

@@ -6,7 +6,7 @@ import math
 import keras
 from keras import layers, ops
 
-CLASSIFIER_TYPES = ("linear", "cosine")
+from sicot.trainer.model_config import CLASSIFIER_TYPES
 
 
 @keras.saving.register_keras_serializable(package="sicot")

@@ -18,7 +18,9 @@ import math
 import os
 import time
 
-from sicot.trainer.model_config import PRESET_NAMES, ModelConfig
+from sicot import contract
+from sicot.errors import UserError
+from sicot.trainer.model_config import BACKBONES, PRESET_NAMES, ModelConfig
 
 TRANSFORM_STAMP = "transform_stamp.json"
 
@@ -34,7 +36,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder for the model")
     p.add_argument("--epochs", type=int, help="training epochs (default: the preset's)")
     p.add_argument("--image-size", type=int, default=64, help="model input side (default 64)")
-    p.add_argument("--backbone", choices=("small", "resnet50"), help="visual backbone")
+    p.add_argument("--backbone", choices=BACKBONES, help="visual backbone")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--batch-size", type=int, help="batch size")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -56,14 +58,9 @@ def register(subparsers) -> None:
                    "MODEL is a `sicot train` folder, else only printed)")
     p.add_argument("--band-edges", default="20,100",
                    help="few < LOW <= medium <= HIGH < many training images (default 20,100)")
-    p.add_argument("--split", default="test", choices=("test", "eval", "train"))
+    p.add_argument("--split", default=contract.TEST_SPLIT, choices=contract.SPLITS)
     p.set_defaults(handler=_evaluate)
 
-
-def _user_error(message):
-    from sicot.cli import UserError
-
-    return UserError(message)
 
 
 def parse_set_options(pairs) -> dict:
@@ -74,7 +71,7 @@ def parse_set_options(pairs) -> dict:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or key not in fields:
-            raise _user_error(f"--set {pair!r}: expected KEY=VALUE with KEY one of "
+            raise UserError(f"--set {pair!r}: expected KEY=VALUE with KEY one of "
                               f"{sorted(fields)}")
         kind = type(getattr(defaults, key))
         try:
@@ -85,7 +82,7 @@ def parse_set_options(pairs) -> dict:
             else:
                 value = kind(raw)
         except ValueError:
-            raise _user_error(f"--set {pair!r}: {raw!r} is not a {kind.__name__}") from None
+            raise UserError(f"--set {pair!r}: {raw!r} is not a {kind.__name__}") from None
         changes[key] = value
     return changes
 
@@ -99,7 +96,7 @@ def build_model_config(args) -> ModelConfig:
     try:
         return ModelConfig.preset(args.model).replace(**changes)
     except ValueError as e:
-        raise _user_error(str(e)) from None
+        raise UserError(str(e)) from None
 
 
 def _data_fingerprint(data_dir: str) -> dict:
@@ -150,9 +147,9 @@ def _train(args) -> int:
     try:
         transform_config = TransformConfig(image_size=args.image_size)
     except ValueError as e:
-        raise _user_error(f"--image-size: {e}") from None
+        raise UserError(f"--image-size: {e}") from None
     if not os.path.isdir(args.data):
-        raise _user_error(f"--data {args.data} does not exist or is not a folder")
+        raise UserError(f"--data {args.data} does not exist or is not a folder")
     out = os.path.abspath(args.out)
     work_dir = os.path.abspath(args.work_dir or os.path.join(out, "work"))
     os.makedirs(work_dir, exist_ok=True)
@@ -165,7 +162,7 @@ def _train(args) -> int:
 
     num_train = result.num_examples["train"]
     if num_train == 0:
-        raise _user_error(f"--data {args.data}: the train split has no usable records")
+        raise UserError(f"--data {args.data}: the train split has no usable records")
     steps_per_epoch = math.ceil(num_train / config.batch_size)
     eval_split = "eval" if result.num_examples.get("eval") else (
         "test" if result.num_examples.get("test") else None)
@@ -200,9 +197,9 @@ def _parse_band_edges(text: str):
     try:
         low, high = (int(v) for v in text.split(","))
     except ValueError:
-        raise _user_error(f"--band-edges {text!r}: expected two integers LOW,HIGH") from None
+        raise UserError(f"--band-edges {text!r}: expected two integers LOW,HIGH") from None
     if not 0 < low <= high:
-        raise _user_error(f"--band-edges {text!r}: expected 0 < LOW <= HIGH")
+        raise UserError(f"--band-edges {text!r}: expected 0 < LOW <= HIGH")
     return low, high
 
 
@@ -211,7 +208,7 @@ def _evaluate(args) -> int:
 
     band_edges = _parse_band_edges(args.band_edges)
     if not os.path.exists(args.model):
-        raise _user_error(f"--model {args.model} does not exist")
+        raise UserError(f"--model {args.model} does not exist")
     report = evaluate_saved_model(args.model, args.data, image_only=args.image_only,
                                   band_edges=band_edges, split=args.split)
     print(format_table(report))

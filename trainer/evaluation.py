@@ -15,16 +15,9 @@ import json
 import os
 from typing import Sequence
 
-from sicot.trainer import features
-from sicot.trainer.preprocessing import band_of_count
+from sicot import contract
+from sicot.errors import UserError
 
-MODES = {"image_only": "serving_default", "image_text": "serving_image_text"}
-
-
-def _user_error(message):
-    from sicot.cli import UserError
-
-    return UserError(message)
 
 
 def resolve_saved_model_dir(path: str) -> str:
@@ -40,7 +33,7 @@ def resolve_saved_model_dir(path: str) -> str:
                           reverse=True)
         if versions:
             return os.path.join(base, str(versions[0]))
-    raise _user_error(f"--model {path}: no saved_model.pb there, in an integer version folder, "
+    raise UserError(f"--model {path}: no saved_model.pb there, in an integer version folder, "
                       f"or under {os.path.join(path, 'export')}")
 
 
@@ -68,7 +61,7 @@ def train_class_counts(data_dir: str) -> collections.Counter:
 
     counts = collections.Counter()
     for row in read_manifest(find_split_files(data_dir)["train"]):
-        label = (row.fields or {}).get(features.LABEL_KEY)
+        label = (row.fields or {}).get(contract.LABEL_KEY)
         if row.error is None and isinstance(label, (str, int)) and not isinstance(label, bool):
             label = normalize_text(str(label))
             if label:
@@ -85,7 +78,7 @@ def read_split(data_dir: str, split: str = "test"):
 
     manifests = find_split_files(data_dir)
     if split not in manifests:
-        raise _user_error(f"--data {data_dir}: no {split} manifest")
+        raise UserError(f"--data {data_dir}: no {split} manifest")
     records, rejected = [], []
     for row in read_manifest(manifests[split]):
         example, entry = convert_row(row, data_dir, ImportConfig())
@@ -93,12 +86,12 @@ def read_split(data_dir: str, split: str = "test"):
             rejected.append(entry)
             continue
         feats = tf.train.Example.FromString(example).features.feature
-        records.append({k: feats[k].bytes_list.value[0] for k in features.RAW_FEATURE_KEYS})
+        records.append({k: feats[k].bytes_list.value[0] for k in contract.RAW_FEATURE_KEYS})
     return records, rejected
 
 
 def evaluate_saved_model(model_dir: str, data_dir: str, image_only: bool = False,
-                         band_edges: Sequence[int] = (20, 100), batch_size: int = 64,
+                         band_edges: Sequence[int] = contract.DEFAULT_BAND_EDGES, batch_size: int = 64,
                          split: str = "test") -> dict:
     """Runs the split through the serving signatures; returns the report dict."""
     import numpy as np
@@ -108,17 +101,16 @@ def evaluate_saved_model(model_dir: str, data_dir: str, image_only: bool = False
     train_counts = train_class_counts(data_dir)
     records, rejected = read_split(data_dir, split)
     if not records:
-        raise _user_error(f"--data {data_dir}: the {split} split has no usable records "
+        raise UserError(f"--data {data_dir}: the {split} split has no usable records "
                           f"({len(rejected)} rejected)")
     import tensorflow_text  # noqa: F401  (registers the tokenizer ops the TFT graph uses)
 
     loaded = tf.saved_model.load(saved_model_dir)
-    modes = {"image_only": MODES["image_only"]}
-    if not image_only:
-        modes["image_text"] = MODES["image_text"]
+    modes = {mode: contract.QUERY_MODE_SIGNATURES[mode]
+             for mode in contract.QUERY_MODES if mode == contract.IMAGE_ONLY or not image_only}
     missing = [s for s in modes.values() if s not in loaded.signatures]
     if missing:
-        raise _user_error(f"--model {saved_model_dir}: no signature {missing}")
+        raise UserError(f"--model {saved_model_dir}: no signature {missing}")
 
     results, per_class = {}, {}
     for mode, signature_name in modes.items():
@@ -127,30 +119,30 @@ def evaluate_saved_model(model_dir: str, data_dir: str, image_only: bool = False
         class_tallies = collections.defaultdict(Tally)
         for start in range(0, len(records), batch_size):
             batch = records[start:start + batch_size]
-            inputs = {"image": tf.constant([r[features.IMAGE_KEY] for r in batch])}
-            if mode == "image_text":
-                inputs["title"] = tf.constant([r[features.TITLE_KEY] for r in batch])
-                inputs["tags"] = tf.constant([r[features.TAGS_KEY] for r in batch])
-            classes = signature(**inputs)["classes"].numpy()
+            keys = contract.TEXT_KEYS if mode == contract.IMAGE_TEXT else ()
+            inputs = {k: tf.constant([r[k] for r in batch]) for k in (contract.IMAGE_KEY, *keys)}
+            classes = signature(**inputs)[contract.CLASSES_OUTPUT].numpy()
             for record, predicted in zip(batch, classes):
-                label = record[features.LABEL_KEY]
+                label = record[contract.LABEL_KEY]
                 hit1 = bool(predicted[0] == label)
                 hit5 = bool(np.any(predicted[:5] == label))
-                band = band_of_count(train_counts.get(label.decode("utf-8"), 0), band_edges)
-                tallies["overall"].add(hit1, hit5)
+                band = contract.band_of_count(train_counts.get(label.decode("utf-8"), 0),
+                                              band_edges)
+                tallies[contract.OVERALL].add(hit1, hit5)
                 tallies[band].add(hit1, hit5)
                 class_tallies[label.decode("utf-8")].add(hit1, hit5)
-        results[mode] = {name: tallies[name].as_dict() for name in ("overall",) + features.BANDS}
+        results[mode] = {name: tallies[name].as_dict() for name in (contract.OVERALL, *contract.BANDS)}
         per_class[mode] = {name: dict(t.as_dict(), train_count=train_counts.get(name, 0))
                            for name, t in sorted(class_tallies.items())}
 
-    band_classes = collections.Counter(band_of_count(c, band_edges) for c in train_counts.values())
+    band_classes = collections.Counter(contract.band_of_count(c, band_edges)
+                                       for c in train_counts.values())
     return {"saved_model": saved_model_dir, "data": os.path.abspath(data_dir), "split": split,
             "band_edges": list(band_edges), "records": len(records),
             "rejected_records": len(rejected),
             "rejected_reasons": dict(collections.Counter(
                 e["reason"].split(":", 1)[0] for e in rejected)),
-            "train_classes_per_band": {b: band_classes.get(b, 0) for b in features.BANDS},
+            "train_classes_per_band": {b: band_classes.get(b, 0) for b in contract.BANDS},
             "results": results, "per_class": per_class}
 
 

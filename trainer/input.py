@@ -9,8 +9,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from sicot.trainer import features
-from sicot.trainer.sicot_model import IMAGE_INPUT, TOKENS_INPUT
+from sicot import contract
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -55,7 +54,7 @@ def make_dataset(file_pattern, tf_transform_output, batch_size: int, *, training
     if not files:
         raise FileNotFoundError(f"no transformed examples match {patterns}")
     spec = tf_transform_output.transformed_feature_spec()
-    parse_spec = {k: spec[k] for k in (features.IMAGE_XF, features.TOKENS_XF, features.LABEL_XF)}
+    parse_spec = {k: spec[k] for k in (contract.IMAGE_XF, contract.TOKENS_XF, contract.LABEL_XF)}
     repeat = training if repeat is None else repeat
 
     ds = tf.data.Dataset.from_tensor_slices(files)
@@ -71,9 +70,9 @@ def make_dataset(file_pattern, tf_transform_output, batch_size: int, *, training
 
     def parse(record):
         example = tf.io.parse_single_example(record, parse_spec)
-        image = tf.cast(example[features.IMAGE_XF], tf.float32)
-        tokens = tf.cast(example[features.TOKENS_XF], tf.int32)
-        label = tf.cast(example[features.LABEL_XF], tf.int32)
+        image = tf.cast(example[contract.IMAGE_XF], tf.float32)
+        tokens = tf.cast(example[contract.TOKENS_XF], tf.int32)
+        label = tf.cast(example[contract.LABEL_XF], tf.int32)
         return image, tokens, label
 
     ds = ds.map(parse, num_parallel_calls=AUTOTUNE)
@@ -94,7 +93,7 @@ def make_dataset(file_pattern, tf_transform_output, batch_size: int, *, training
         ds = ds.shuffle(shuffle_buffer, seed=seed + 1)
     if augment and training:
         ds = ds.map(lambda i, t, l: (augment_image(i), t, l), num_parallel_calls=AUTOTUNE)
-    ds = ds.map(lambda i, t, l: ({IMAGE_INPUT: i, TOKENS_INPUT: t}, l),
+    ds = ds.map(lambda i, t, l: ({contract.IMAGE_INPUT: i, contract.TOKENS_INPUT: t}, l),
                 num_parallel_calls=AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=False)
     # Multi-worker: shard by element, not by file (Transform may write a single file, and

@@ -3,6 +3,11 @@
 Each model name (`sicot`, the long-tail baselines and the ablations) has a preset; a run is
 `ModelConfig.preset(name).replace(epochs=..., ...)` or `ModelConfig.from_dict({...})`, which
 fails loudly on keys nothing uses (big_vision habit).
+
+The choices of every enumerated setting are defined here, once, beside the attribute they
+constrain; the layers that implement them (`ClassifierHead`, `VisualTower`, ...) import them
+from here. This module imports nothing heavy, so `sicot --help` and the pipeline's argument
+checks stay fast.
 """
 from __future__ import annotations
 

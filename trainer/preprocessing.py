@@ -7,7 +7,7 @@ so training and serving see exactly the same decode, resize, tokenisation and vo
 Deterministic work only (decode, resize with padding, tokenise, vocabularies, class counts);
 random augmentation belongs to the trainer's tf.data input (it must change every epoch).
 
-Outputs (names in `features.py`):
+Outputs (names in `sicot.contract`):
   image_xf   int64 [S, S, 3], 0..255: decoded RGB, resized keeping the aspect ratio (padded).
   tokens_xf  int64 [T]: title + tags, case-folded, CJK characters split into single-character
              tokens, punctuation dropped; 0 = padding, 1 = out of vocabulary, 2.. = vocab.
@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from sicot.trainer import features
+from sicot import contract
 
 # Han, Hiragana and Katakana are written without spaces between words: each character becomes
 # a token of its own (character unigrams are the usual bag-of-words unit for CJK titles).
@@ -45,7 +45,7 @@ class TransformConfig:
     max_tokens: int = 32
     vocab_size: int = 50_000
     min_token_count: int = 2
-    band_edges: tuple[int, int] = (20, 100)
+    band_edges: tuple[int, int] = contract.DEFAULT_BAND_EDGES
 
     def __post_init__(self):
         if self.image_size < 8:
@@ -76,16 +76,6 @@ class TransformConfig:
         if "band_edges" in d:
             d["band_edges"] = tuple(d["band_edges"])
         return cls(**d)
-
-
-def band_of_count(count: int, band_edges=(20, 100)) -> str:
-    """The band of a class with `count` training images (the rule `preprocessing_fn` applies)."""
-    low, high = band_edges
-    if count > high:
-        return "many"
-    if count >= low:
-        return "medium"
-    return "few"
 
 
 def _dense_scalar(x, default: str = ""):
@@ -142,41 +132,43 @@ def preprocessing_fn(inputs, custom_config=None):
     config = TransformConfig.from_dict(custom_config)
     outputs = {}
 
-    image = _dense_scalar(inputs[features.IMAGE_KEY])
-    outputs[features.IMAGE_XF] = decode_and_resize(image, config.image_size)
+    image = _dense_scalar(inputs[contract.IMAGE_KEY])
+    outputs[contract.IMAGE_XF] = decode_and_resize(image, config.image_size)
 
-    tokens = tokenize(_dense_scalar(inputs[features.TITLE_KEY]),
-                      _dense_scalar(inputs[features.TAGS_KEY]))
+    tokens = tokenize(_dense_scalar(inputs[contract.TITLE_KEY]),
+                      _dense_scalar(inputs[contract.TAGS_KEY]))
     tokens = tokens[:, :config.max_tokens]
     token_ids = tft.compute_and_apply_vocabulary(
         tokens.to_sparse(), top_k=config.vocab_size,
         frequency_threshold=config.min_token_count, default_value=-1,
-        vocab_filename=features.TOKEN_VOCAB_NAME, name="token_vocabulary")
+        vocab_filename=contract.TOKEN_VOCAB_NAME, name="token_vocabulary")
     shifted = tf.where(token_ids.values < 0,
-                       tf.constant(features.OOV_TOKEN_ID, tf.int64),
-                       token_ids.values + features.FIRST_VOCAB_TOKEN_ID)
+                       tf.constant(contract.OOV_TOKEN_ID, tf.int64),
+                       token_ids.values + contract.FIRST_VOCAB_TOKEN_ID)
     ragged_ids = tf.RaggedTensor.from_sparse(
         tf.SparseTensor(token_ids.indices, shifted, token_ids.dense_shape))
-    outputs[features.TOKENS_XF] = ragged_ids.to_tensor(
-        default_value=features.PAD_TOKEN_ID, shape=[None, config.max_tokens])
+    outputs[contract.TOKENS_XF] = ragged_ids.to_tensor(
+        default_value=contract.PAD_TOKEN_ID, shape=[None, config.max_tokens])
 
-    label = _dense_scalar(inputs[features.LABEL_KEY])
+    label = _dense_scalar(inputs[contract.LABEL_KEY])
     label_id = tft.compute_and_apply_vocabulary(
-        label, num_oov_buckets=1, vocab_filename=features.LABEL_VOCAB_NAME,
+        label, num_oov_buckets=1, vocab_filename=contract.LABEL_VOCAB_NAME,
         name="label_vocabulary")
     # Same analyzer input, same ordering (frequency, then key): line i of `label_counts` is
     # class i. The trainer checks the two files agree.
-    tft.vocabulary(label, store_frequency=True, vocab_filename=features.LABEL_COUNTS_VOCAB_NAME,
+    tft.vocabulary(label, store_frequency=True, vocab_filename=contract.LABEL_COUNTS_VOCAB_NAME,
                    name="label_counts")
-    outputs[features.LABEL_XF] = label_id
+    outputs[contract.LABEL_XF] = label_id
 
     # Ids follow descending training frequency, so each band is a range of ids: classes with
-    # more than `high` images come first, then those with at least `low`.
+    # more than `high` images come first, then those with at least `low`
+    # (`contract.band_of_count`, the same rule for one class).
     _, counts = tft.count_per_key(label, name="class_counts")
     low, high = config.band_edges
     num_many = tf.reduce_sum(tf.cast(counts > high, tf.int64))
     num_many_or_medium = tf.reduce_sum(tf.cast(counts >= low, tf.int64))
-    outputs[features.BAND_XF] = tf.where(
-        label_id < num_many, tf.constant(b"many"),
-        tf.where(label_id < num_many_or_medium, tf.constant(b"medium"), tf.constant(b"few")))
+    outputs[contract.BAND_XF] = tf.where(
+        label_id < num_many, tf.constant(contract.MANY),
+        tf.where(label_id < num_many_or_medium, tf.constant(contract.MEDIUM),
+                 tf.constant(contract.FEW)))
     return outputs

@@ -9,16 +9,13 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from sicot.trainer import features, long_tail_losses
+from sicot import contract
+from sicot.trainer import long_tail_losses
 from sicot.trainer.bilinear_word_attention import BilinearWordAttention
 from sicot.trainer.classifier_head import ClassifierHead
 from sicot.trainer.model_config import ModelConfig
 from sicot.trainer.sampled_classifier_head import SampledClassifierHead
 from sicot.trainer.visual_tower import VisualTower
-
-IMAGE_INPUT = "image"
-TOKENS_INPUT = "tokens"
-
 
 @keras.saving.register_keras_serializable(package="sicot")
 class SICoTModel(keras.Model):
@@ -115,7 +112,7 @@ class SICoTModel(keras.Model):
         return names
 
     def build(self, input_shape):
-        image_shape = tuple(input_shape[IMAGE_INPUT])
+        image_shape = tuple(input_shape[contract.IMAGE_INPUT])
         self.visual_tower.build(image_shape)
         dim = self.model_config.embedding_dim
         self.visual_head.build((None, dim))
@@ -168,33 +165,34 @@ class SICoTModel(keras.Model):
         return self.text_centre_projection(pooled)
 
     def call(self, inputs, training=False):
-        visual = self.visual_tower(inputs[IMAGE_INPUT], training=training)
+        visual = self.visual_tower(inputs[contract.IMAGE_INPUT], training=training)
         # A sampled model in training returns features only: the logits over the step's class
         # sample are computed in `loss_terms`, where the labels are known.
         full_logits = not (self.sampled and training)
-        outputs = {"embedding": visual}
+        outputs = {contract.EMBEDDING: visual}
         if full_logits:
             if self.model_config.text_centres:  # dense heads only (checked in __init__)
-                outputs["visual_logits"] = self.visual_head(
+                outputs[contract.VISUAL_LOGITS] = self.visual_head(
                     visual, extra_centres=self.text_centres())
             else:
-                outputs["visual_logits"] = self.visual_head(visual)
+                outputs[contract.VISUAL_LOGITS] = self.visual_head(visual)
         if self.model_config.word_prediction_weight > 0 and training:
             outputs["word_logits"] = self.word_predictor(visual)
-        if self.model_config.uses_text and TOKENS_INPUT in inputs:
+        if self.model_config.uses_text and contract.TOKENS_INPUT in inputs:
             # Without text_grad_to_tower the text branch reads v but does not train the tower.
             text_visual = (visual if self.model_config.text_grad_to_tower
                            else ops.stop_gradient(visual))
-            semantic, attention = self.word_attention(text_visual, inputs[TOKENS_INPUT])
-            outputs["semantic"] = semantic
-            outputs["attention"] = attention
+            semantic, attention = self.word_attention(text_visual, inputs[contract.TOKENS_INPUT])
+            outputs[contract.SEMANTIC] = semantic
+            outputs[contract.ATTENTION] = attention
             if full_logits:
-                outputs["semantic_logits"] = self.semantic_head(semantic)
-                outputs["fused_logits"] = self.fused_head(
+                outputs[contract.SEMANTIC_LOGITS] = self.semantic_head(semantic)
+                outputs[contract.FUSED_LOGITS] = self.fused_head(
                     ops.concatenate([text_visual, semantic], -1))
             if "word_logits" in outputs:
-                outputs["word_target"] = self._word_target(inputs[TOKENS_INPUT], attention)
-                outputs["word_ids"] = ops.cast(inputs[TOKENS_INPUT], "int32")
+                outputs["word_target"] = self._word_target(inputs[contract.TOKENS_INPUT],
+                                                             attention)
+                outputs["word_ids"] = ops.cast(inputs[contract.TOKENS_INPUT], "int32")
         return outputs
 
     def _word_target(self, tokens, attention):
@@ -206,7 +204,7 @@ class SICoTModel(keras.Model):
             weights = ops.stop_gradient(attention)
         else:
             weights = ops.ones_like(attention)
-        first_word = features.FIRST_VOCAB_TOKEN_ID  # below it: padding, out of vocabulary
+        first_word = contract.FIRST_VOCAB_TOKEN_ID  # below it: padding, out of vocabulary
         weights = weights * ops.cast(ops.cast(tokens, "int32") >= first_word, "float32")
         total = ops.sum(weights, axis=-1, keepdims=True)
         return weights / ops.where(total > 0, total, ops.ones_like(total))
@@ -220,12 +218,12 @@ class SICoTModel(keras.Model):
         ids, sampled_labels = self.visual_head.sample_classes(y)
         y_pred["sampled_labels"] = sampled_labels
         y_pred["sampled_log_prior"] = ops.take(ops.convert_to_tensor(self._log_prior), ids)
-        visual = y_pred["embedding"]
-        y_pred["visual_logits"] = self.visual_head.sampled_logits(visual, ids)
-        if "semantic" in y_pred:
-            semantic = y_pred["semantic"]
-            y_pred["semantic_logits"] = self.semantic_head.sampled_logits(semantic, ids)
-            y_pred["fused_logits"] = self.fused_head.sampled_logits(
+        visual = y_pred[contract.EMBEDDING]
+        y_pred[contract.VISUAL_LOGITS] = self.visual_head.sampled_logits(visual, ids)
+        if contract.SEMANTIC in y_pred:
+            semantic = y_pred[contract.SEMANTIC]
+            y_pred[contract.SEMANTIC_LOGITS] = self.semantic_head.sampled_logits(semantic, ids)
+            y_pred[contract.FUSED_LOGITS] = self.fused_head.sampled_logits(
                 ops.concatenate([visual if self.model_config.text_grad_to_tower
                                  else ops.stop_gradient(visual), semantic], -1), ids)
 
@@ -233,7 +231,7 @@ class SICoTModel(keras.Model):
         """Unweighted mean of each loss term over the batch: dict name -> scalar."""
         cfg = self.model_config
         log_prior = self._log_prior
-        if self.sampled and "visual_logits" not in y_pred:
+        if self.sampled and contract.VISUAL_LOGITS not in y_pred:
             self._add_sampled_logits(y, y_pred)
         if "sampled_labels" in y_pred:
             y, log_prior = y_pred["sampled_labels"], y_pred["sampled_log_prior"]
@@ -244,31 +242,32 @@ class SICoTModel(keras.Model):
             return long_tail_losses.long_tail_cross_entropy(
                 y, logits, log_prior, loss_type, cfg.tau)
 
-        terms = {"visual": ops.mean(long_tail(y_pred["visual_logits"]))}
+        terms = {"visual": ops.mean(long_tail(y_pred[contract.VISUAL_LOGITS]))}
         if not cfg.uses_text:
             return terms
         # An example has text when its attention weights sum to 1 (0 for all-padding text).
-        has_text = ops.sum(ops.stop_gradient(y_pred["attention"]), axis=-1)
+        has_text = ops.sum(ops.stop_gradient(y_pred[contract.ATTENTION]), axis=-1)
         text_count = ops.maximum(ops.sum(has_text), 1.0)
 
         def text_mean(per_example):
             return ops.sum(per_example * has_text) / text_count
 
-        terms["semantic"] = text_mean(long_tail(y_pred["semantic_logits"]))
-        terms["fused"] = ops.mean(long_tail(y_pred["fused_logits"]))
-        teacher = y_pred["fused_logits" if cfg.distill_teacher == "fused" else "semantic_logits"]
-        student = y_pred["visual_logits"]
+        terms["semantic"] = text_mean(long_tail(y_pred[contract.SEMANTIC_LOGITS]))
+        terms["fused"] = ops.mean(long_tail(y_pred[contract.FUSED_LOGITS]))
+        teacher = y_pred[contract.FUSED_LOGITS if cfg.distill_teacher == "fused"
+                         else contract.SEMANTIC_LOGITS]
+        student = y_pred[contract.VISUAL_LOGITS]
         if cfg.distill_space == "adjusted":  # in the space the long-tail loss trains in
             student, teacher = (long_tail_losses.training_logits(
                 ops.cast(t, "float32"), log_prior, loss_type, cfg.tau) for t in (student, teacher))
         terms["distill"] = text_mean(long_tail_losses.distillation_loss(
             student, teacher, cfg.distill_temperature))
         terms["align"] = text_mean(long_tail_losses.cosine_alignment_loss(
-            y_pred["embedding"], y_pred["semantic"], cfg.align_direction))
+            y_pred[contract.EMBEDDING], y_pred[contract.SEMANTIC], cfg.align_direction))
         if "contrast" in self._term_trackers:
             terms["contrast"] = text_mean(long_tail_losses.contrastive_loss(
-                y_pred["embedding"], y_pred["semantic"], y, cfg.contrastive_temperature,
-                valid=has_text))
+                y_pred[contract.EMBEDDING], y_pred[contract.SEMANTIC], y,
+                cfg.contrastive_temperature, valid=has_text))
         if "words" in self._term_trackers:
             if "word_logits" in y_pred:
                 target = y_pred["word_target"]  # [B, T]
@@ -301,14 +300,14 @@ class SICoTModel(keras.Model):
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         # Weighted by the batch size, like Keras' own loss tracker (a last partial or empty
         # batch must not count as much as a full one).
-        batch = ops.cast(ops.shape(y_pred["embedding"])[0], "float32")
+        batch = ops.cast(ops.shape(y_pred[contract.EMBEDDING])[0], "float32")
         for name, value in self.loss_terms(y, y_pred).items():
             self._term_trackers[name].update_state(value, sample_weight=batch)
         # Sampled training: accuracy within the step's class sample (as Partial FC reports).
         y = y_pred.get("sampled_labels", y)
-        self.visual_accuracy.update_state(y, y_pred["visual_logits"])
-        if "fused_logits" in y_pred:
-            self.fused_accuracy.update_state(y, y_pred["fused_logits"])
+        self.visual_accuracy.update_state(y, y_pred[contract.VISUAL_LOGITS])
+        if contract.FUSED_LOGITS in y_pred:
+            self.fused_accuracy.update_state(y, y_pred[contract.FUSED_LOGITS])
         return self.get_metrics_result()
 
     def _retraining_parts(self):
@@ -380,6 +379,6 @@ def build_model(config: ModelConfig, num_classes: int, vocab_size: int, class_co
     keras.utils.set_random_seed(config.seed)
     model = SICoTModel(num_classes, vocab_size, list(np.asarray(class_counts).tolist()),
                        config.to_dict(), name="sicot")
-    model.build({IMAGE_INPUT: (None, config.image_size, config.image_size, 3),
-                 TOKENS_INPUT: (None, max_tokens)})
+    model.build({contract.IMAGE_INPUT: (None, config.image_size, config.image_size, 3),
+                 contract.TOKENS_INPUT: (None, max_tokens)})
     return model

@@ -11,7 +11,8 @@ import math
 import os
 import time
 
-from sicot.trainer import features
+from sicot import contract
+from sicot.trainer.export import export_serving_model
 from sicot.trainer.model_config import ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -23,8 +24,8 @@ HISTORY_FILE = "history.json"
 def read_class_counts(tf_transform_output):
     """(class names, training counts) in label-id order, from the `label_counts` vocabulary."""
     names = [n.decode("utf-8") if isinstance(n, bytes) else n
-             for n in tf_transform_output.vocabulary_by_name(features.LABEL_VOCAB_NAME)]
-    path = tf_transform_output.vocabulary_file_by_name(features.LABEL_COUNTS_VOCAB_NAME)
+             for n in tf_transform_output.vocabulary_by_name(contract.LABEL_VOCAB_NAME)]
+    path = tf_transform_output.vocabulary_file_by_name(contract.LABEL_COUNTS_VOCAB_NAME)
     import tensorflow as tf
 
     counts_by_name = {}
@@ -47,14 +48,14 @@ def read_class_counts(tf_transform_output):
 def model_shapes(tf_transform_output):
     """(image size, max tokens, token id count) from the transformed feature spec."""
     spec = tf_transform_output.transformed_feature_spec()
-    image_size = int(spec[features.IMAGE_XF].shape[0])
-    max_tokens = int(spec[features.TOKENS_XF].shape[0])
-    vocab_size = (tf_transform_output.vocabulary_size_by_name(features.TOKEN_VOCAB_NAME)
-                  + features.FIRST_VOCAB_TOKEN_ID)
+    image_size = int(spec[contract.IMAGE_XF].shape[0])
+    max_tokens = int(spec[contract.TOKENS_XF].shape[0])
+    vocab_size = (tf_transform_output.vocabulary_size_by_name(contract.TOKEN_VOCAB_NAME)
+                  + contract.FIRST_VOCAB_TOKEN_ID)
     return image_size, max_tokens, vocab_size
 
 
-def _optimizer(config: ModelConfig, total_steps: int, learning_rate=None, sampled=False):
+def make_optimizer(config: ModelConfig, total_steps: int, learning_rate=None, sampled=False):
     """AdamW with cosine decay; with sampled heads, SparseCentreAdamW (the class-centre tables
     get a row-sparse SGD update and no Adam slots)."""
     import keras
@@ -147,7 +148,7 @@ def run_fn(fn_args):
         model = build_model(config, len(class_names), vocab_size, class_counts, max_tokens)
         if config.text_centres:
             _set_class_words(model, config, fn_args.train_files, tf_transform_output)
-        model.compile(optimizer=_optimizer(config, steps_per_epoch * config.epochs,
+        model.compile(optimizer=make_optimizer(config, steps_per_epoch * config.epochs,
                                            sampled=model.sampled))
     distribution.prepare_model_for_multi_worker(model, strategy)
     os.makedirs(model_run_dir, exist_ok=True)
@@ -175,7 +176,7 @@ def run_fn(fn_args):
         # cRT stage 2: frozen tower (BN in inference mode), fresh classifier, balanced sampling.
         with strategy.scope():
             model.start_classifier_retraining(seed=config.seed + 1)
-            model.compile(optimizer=_optimizer(config, steps_per_epoch * config.crt_epochs,
+            model.compile(optimizer=make_optimizer(config, steps_per_epoch * config.crt_epochs,
                                                sampled=model.sampled))
         distribution.prepare_model_for_multi_worker(model, strategy)
         fit(config.crt_epochs, os.path.join(model_run_dir, "crt_stage2"),
@@ -186,8 +187,6 @@ def run_fn(fn_args):
     with open(os.path.join(model_run_dir, HISTORY_FILE), "w") as f:
         json.dump({"config": config.to_dict(), "steps_per_epoch": steps_per_epoch,
                    "history": history}, f, indent=2)
-    from sicot.serving.export import export_serving_model
-
     export_serving_model(model, tf_transform_output, serving_model_dir)
     distribution.cleanup_worker_dir(fn_args.model_run_dir, tf_config)
     distribution.cleanup_worker_dir(fn_args.serving_model_dir, tf_config)

@@ -12,7 +12,7 @@ import glob
 import os
 from typing import Sequence
 
-from sicot.trainer import features
+from sicot import contract
 from sicot.trainer.preprocessing import TransformConfig
 
 TRANSFORMED_DIR = "transformed"
@@ -31,7 +31,7 @@ def raw_feature_spec() -> dict:
     import tensorflow as tf
 
     return {key: tf.io.FixedLenFeature([], tf.string)
-            for key in features.RAW_FEATURE_KEYS}
+            for key in contract.RAW_FEATURE_KEYS}
 
 
 def _split_files(examples_dir: str, split: str) -> list[str]:
@@ -39,7 +39,7 @@ def _split_files(examples_dir: str, split: str) -> list[str]:
 
 
 def run_transform(examples_dir: str, out_dir: str, config: TransformConfig | None = None,
-                  splits: Sequence[str] = ("train", "eval", "test"),
+                  splits: Sequence[str] = contract.SPLITS,
                   beam_args: Sequence[str] = ("--direct_num_workers=1",)) -> TransformResult:
     """Analyses the train split and transforms every split present in `examples_dir`.
 

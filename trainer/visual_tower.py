@@ -4,7 +4,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-BACKBONES = ("small", "resnet50")
+from sicot.trainer.model_config import BACKBONES
+
 # Faster-moving BN statistics than the Keras default 0.99: CPU runs are a few hundred steps.
 _BN_MOMENTUM = 0.9
 

@@ -3,7 +3,7 @@
     sicot import --data data/synth --out data/synth-tfrecords
 
 `convert_row` is the pure per-record core, also called by the pipeline's ExampleGen: it turns
-one `ManifestRow` into a serialized `tf.Example` (features as in `sicot.trainer.features`) or a
+one `ManifestRow` into a serialized `tf.Example` (features as in `sicot.contract`) or a
 quarantine entry {"source", "record", "reason"}. `import_dataset` runs it over every split and
 writes `<split>-00000-of-00001.tfrecord.gz`, `quarantine.jsonl` and `import_report.json`.
 Every input record ends up either in a TFRecord file or in quarantine with a reason.
@@ -46,17 +46,14 @@ import unicodedata
 import warnings
 from dataclasses import asdict, dataclass, field
 
+from sicot import contract
 from sicot.data.manifest import ManifestRow, find_split_files, read_manifest
-from sicot.trainer import features
+from sicot.errors import UserError
 
 TFRECORD_PATTERN = "{split}-00000-of-00001.tfrecord.gz"
 QUARANTINE_FILE = "quarantine.jsonl"
 REPORT_FILE = "import_report.json"
 
-
-def _user_error(message):
-    from sicot.cli import UserError
-    return UserError(message)
 
 
 @dataclass(frozen=True)
@@ -68,14 +65,14 @@ class ImportConfig:
 
     def validate(self) -> None:
         if self.max_pixels < 1:
-            raise _user_error(f"--max-pixels must be >= 1, got {self.max_pixels}")
+            raise UserError(f"--max-pixels must be >= 1, got {self.max_pixels}")
         if self.max_image_bytes < 1:
-            raise _user_error(f"--max-image-bytes must be >= 1, got {self.max_image_bytes}")
+            raise UserError(f"--max-image-bytes must be >= 1, got {self.max_image_bytes}")
         if not 0 <= self.max_bad_fraction <= 1:
-            raise _user_error(f"--max-bad-fraction must be in [0, 1], got {self.max_bad_fraction}")
+            raise UserError(f"--max-bad-fraction must be in [0, 1], got {self.max_bad_fraction}")
         for d in self.allowed_dirs:
             if not os.path.isabs(d) or not os.path.isdir(d):
-                raise _user_error(f"--allow-dir {d} must be an absolute path to an existing folder")
+                raise UserError(f"--allow-dir {d} must be an absolute path to an existing folder")
 
 
 class _Reject(Exception):
@@ -123,23 +120,23 @@ def _checked_unicode(text: str, key: str) -> str:
 
 
 def _tags_field(fields: dict) -> str:
-    value = fields.get(features.TAGS_KEY)
+    value = fields.get(contract.TAGS_KEY)
     if value is None:
         return ""
     if isinstance(value, str):
-        parts = value.split(features.TAG_SEPARATOR)
+        parts = value.split(contract.TAG_SEPARATOR)
     elif isinstance(value, list):
         if not all(isinstance(v, str) for v in value):
             raise _Reject("bad_field: tags must be a list of strings or a '|'-separated string")
-        parts = [p for v in value for p in v.split(features.TAG_SEPARATOR)]
+        parts = [p for v in value for p in v.split(contract.TAG_SEPARATOR)]
     else:
         raise _Reject(f"bad_field: tags must be a list or a string, got {type(value).__name__}")
     tags = [normalize_text(p) for p in parts]
-    return _checked_unicode(features.TAG_SEPARATOR.join(t for t in tags if t), "tags")
+    return _checked_unicode(contract.TAG_SEPARATOR.join(t for t in tags if t), "tags")
 
 
 def _label_field(fields: dict) -> str:
-    value = fields.get(features.LABEL_KEY)
+    value = fields.get(contract.LABEL_KEY)
     if value is None:
         raise _Reject("missing_field: no label")
     if isinstance(value, bool) or not isinstance(value, (str, int)):
@@ -289,24 +286,24 @@ def convert_row(row: ManifestRow, data_dir, config: ImportConfig = ImportConfig(
         if row.error is not None:
             raise _Reject(row.error)
         fields = row.fields
-        image = fields.get(features.IMAGE_KEY)
+        image = fields.get(contract.IMAGE_KEY)
         if image is None or image == "":
             raise _Reject("missing_field: no image path")
         if not isinstance(image, str):
             raise _Reject(f"bad_field: image must be a path string, got {type(image).__name__}")
         _checked_unicode(image, "image")
         label = _label_field(fields)
-        title = _text_field(fields, features.TITLE_KEY)
+        title = _text_field(fields, contract.TITLE_KEY)
         tags = _tags_field(fields)
         image_bytes = _read_image(image, pathlib.Path(data_dir), config)
     except _Reject as reject:
         return None, {"source": row.source, "record": row.raw, "reason": str(reject)}
     return _example_bytes({
-        features.IMAGE_KEY: image_bytes,
-        features.TITLE_KEY: title.encode("utf-8"),
-        features.TAGS_KEY: tags.encode("utf-8"),
-        features.LABEL_KEY: label.encode("utf-8"),
-        features.RECORD_ID_KEY: row.source.encode("utf-8"),
+        contract.IMAGE_KEY: image_bytes,
+        contract.TITLE_KEY: title.encode("utf-8"),
+        contract.TAGS_KEY: tags.encode("utf-8"),
+        contract.LABEL_KEY: label.encode("utf-8"),
+        contract.RECORD_ID_KEY: row.source.encode("utf-8"),
     }), None
 
 
@@ -349,9 +346,9 @@ def import_dataset(data_dir, out_dir, config: ImportConfig = ImportConfig(), log
     data_dir, out_dir = pathlib.Path(data_dir), pathlib.Path(out_dir)
     manifests = find_split_files(data_dir)
     if out_dir.resolve() == data_dir.resolve():
-        raise _user_error(f"--out {out_dir} must not be the data folder itself")
+        raise UserError(f"--out {out_dir} must not be the data folder itself")
     out_dir.mkdir(parents=True, exist_ok=True)
-    for split in ("train", "eval", "test"):  # no stale output from an earlier import
+    for split in contract.SPLITS:  # no stale output from an earlier import
         (out_dir / TFRECORD_PATTERN.format(split=split)).unlink(missing_ok=True)
 
     splits: dict[str, SplitCounts] = {}
@@ -393,7 +390,7 @@ def import_dataset(data_dir, out_dir, config: ImportConfig = ImportConfig(), log
             f"{s}: {c.quarantined} of {c.records} records ({c.bad_fraction:.1%}) are bad ("
             + ", ".join(f"{k} {v}" for k, v in sorted(c.reasons.items(), key=lambda kv: -kv[1])) + ")"
             for s, c in too_bad)
-        raise _user_error(f"data folder {data_dir}: {detail}, more than --max-bad-fraction "
+        raise UserError(f"data folder {data_dir}: {detail}, more than --max-bad-fraction "
                           f"{config.max_bad_fraction}; no TFRecords written, reasons per record "
                           f"in {quarantine_path}")
     for tmp in partial:

@@ -25,8 +25,10 @@ import pathlib
 from dataclasses import dataclass
 from typing import Iterator
 
-SPLITS = ("train", "eval", "test")
-REQUIRED_SPLITS = ("train", "test")
+from sicot import contract
+from sicot.errors import UserError
+
+REQUIRED_SPLITS = (contract.TRAIN_SPLIT, contract.TEST_SPLIT)
 MANIFEST_SUFFIXES = (".jsonl", ".csv")  # in order of preference
 
 
@@ -38,18 +40,14 @@ class ManifestRow:
     raw: str                  # the record's text as read (invalid UTF-8 shown as \\x.. escapes)
 
 
-def _user_error(message):
-    from sicot.cli import UserError
-    return UserError(message)
-
 
 def find_split_files(data_dir) -> dict[str, pathlib.Path]:
     """Split name -> manifest path, for the splits present in `data_dir`."""
     data_dir = pathlib.Path(data_dir)
     if not data_dir.is_dir():
-        raise _user_error(f"data folder {data_dir} does not exist or is not a folder")
+        raise UserError(f"data folder {data_dir} does not exist or is not a folder")
     found = {}
-    for split in SPLITS:
+    for split in contract.SPLITS:
         for suffix in MANIFEST_SUFFIXES:
             path = data_dir / (split + suffix)
             if path.is_file():
@@ -58,7 +56,7 @@ def find_split_files(data_dir) -> dict[str, pathlib.Path]:
     missing = [s for s in REQUIRED_SPLITS if s not in found]
     if missing:
         names = " or ".join(f"{s}.jsonl/{s}.csv" for s in missing)
-        raise _user_error(f"data folder {data_dir} has no {names} manifest "
+        raise UserError(f"data folder {data_dir} has no {names} manifest "
                           "(a dataset needs train and test manifests)")
     return found
 
@@ -69,7 +67,7 @@ def read_manifest(path) -> Iterator[ManifestRow]:
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise _user_error(f"manifest {path} cannot be read: {e.strerror or e}") from e
+        raise UserError(f"manifest {path} cannot be read: {e.strerror or e}") from e
     if data.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte order mark
         data = data[3:]
     if path.suffix == ".csv":

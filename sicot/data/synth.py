@@ -38,20 +38,14 @@ from typing import NamedTuple
 
 import numpy as np
 
+from sicot import contract
 from sicot.data import vocabulary as vocab
+from sicot.errors import UserError
 
-SPLITS = ("train", "eval", "test")
 FORMAT_VERSION = 1
 SIBLING_FRACTION = 0.35
-# Band edges used only for the printed summary; the trainer's band edges live in its Transform
-# config (few < 20 <= medium <= 100 < many training images).
-_SUMMARY_FEW_BELOW, _SUMMARY_MANY_ABOVE = 20, 100
 _OWNED_FILES = ("train.jsonl", "eval.jsonl", "test.jsonl", "classes.jsonl", "dataset.json")
 
-
-def _user_error(message):
-    from sicot.cli import UserError
-    return UserError(message)
 
 
 @dataclass(frozen=True)
@@ -87,7 +81,7 @@ class SynthConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise _user_error(message)
+                raise UserError(message)
 
 
 class SynthClass(NamedTuple):  # a tuple, not a dataclass: a million are made for --metadata-only
@@ -159,7 +153,7 @@ def split_class_ranks(config: SynthConfig, classes: list[SynthClass], split: str
         per_class = config.eval_per_class if split == "eval" else config.test_per_class
         counts = np.full(len(classes), per_class, np.int64)
     ranks = np.repeat(np.arange(len(classes), dtype=np.int32), counts)
-    order_rng = np.random.default_rng([config.seed, SPLITS.index(split), 7919])
+    order_rng = np.random.default_rng([config.seed, contract.SPLITS.index(split), 7919])
     return ranks[order_rng.permutation(len(ranks))]
 
 
@@ -274,7 +268,7 @@ def make_record(job: _Job, index: int, rank: int | None = None) -> dict:
 
 def record_seed(seed: int, split: str, index: int) -> int:
     """The seed of one record's generator: distinct for every (seed, split, index)."""
-    return (seed << 40) | (SPLITS.index(split) << 36) | index
+    return (seed << 40) | (contract.SPLITS.index(split) << 36) | index
 
 
 _WORKER_JOB: _Job | None = None
@@ -301,14 +295,14 @@ def _chunk_lines(bounds: tuple[int, int]) -> list[str]:
 
 def _prepare_out_dir(out_dir: pathlib.Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
-        raise _user_error(f"--out {out_dir} exists and is not a folder")
+        raise UserError(f"--out {out_dir} exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()):
         try:
             ours = json.loads((out_dir / "dataset.json").read_text())["generator"] == "sicot synth"
         except (OSError, ValueError, KeyError, TypeError):
             ours = False
         if not ours:
-            raise _user_error(f"--out {out_dir} is not empty and holds no sicot synth data set "
+            raise UserError(f"--out {out_dir} is not empty and holds no sicot synth data set "
                               "(dataset.json); choose an empty or new folder")
         for name in _OWNED_FILES:  # regenerate a previous synth data set in place
             (out_dir / name).unlink(missing_ok=True)
@@ -334,13 +328,13 @@ def generate(config: SynthConfig, out_dir, workers: int = 1, progress: bool = Tr
     global _WORKER_JOB
     config.validate()
     if workers < 1:
-        raise _user_error(f"--workers must be >= 1, got {workers}")
+        raise UserError(f"--workers must be >= 1, got {workers}")
     start = time.monotonic()
     out_dir = pathlib.Path(out_dir)
     _prepare_out_dir(out_dir)
     classes = choose_classes(config)
     rendered = rendered_ranks(config)
-    plans = {split: split_class_ranks(config, classes, split) for split in SPLITS}
+    plans = {split: split_class_ranks(config, classes, split) for split in contract.SPLITS}
     total = sum(len(r) for r in plans.values())
 
     with open(out_dir / "classes.jsonl", "w", encoding="utf-8") as f:
@@ -356,7 +350,7 @@ def generate(config: SynthConfig, out_dir, workers: int = 1, progress: bool = Tr
     bar = tqdm(total=total, unit="rec", desc="sicot synth", disable=not progress, mininterval=1)
     pool = None
     try:
-        for split in SPLITS:
+        for split in contract.SPLITS:
             ranks = plans[split]
             job = _Job(config, classes, rendered, out_dir, split, ranks,
                        max(6, len(str(max(len(ranks) - 1, 0)))))
@@ -389,11 +383,12 @@ def generate(config: SynthConfig, out_dir, workers: int = 1, progress: bool = Tr
         if pool is not None:
             pool.terminate()
 
-    records = {split: int(len(plans[split])) for split in SPLITS}
+    records = {split: int(len(plans[split])) for split in contract.SPLITS}
     counts = [c.train_count for c in classes]
-    bands = {"many": sum(n > _SUMMARY_MANY_ABOVE for n in counts),
-             "medium": sum(_SUMMARY_FEW_BELOW <= n <= _SUMMARY_MANY_ABOVE for n in counts),
-             "few": sum(n < _SUMMARY_FEW_BELOW for n in counts)}
+    # The printed summary uses the default band edges; the trainer's are its Transform's.
+    bands = {band: 0 for band in contract.BANDS}
+    for n in counts:
+        bands[contract.band_of_count(n)] += 1
     meta = {
         "generator": "sicot synth",
         "format_version": FORMAT_VERSION,
@@ -405,9 +400,10 @@ def generate(config: SynthConfig, out_dir, workers: int = 1, progress: bool = Tr
     }
     (out_dir / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     seconds = time.monotonic() - start
+    low, high = contract.DEFAULT_BAND_EDGES
     log(f"sicot synth: {config.classes} classes, records train={records['train']} "
         f"eval={records['eval']} test={records['test']}, {images} images, "
-        f"bands (training images per class) many>{_SUMMARY_MANY_ABOVE}: {bands['many']}, "
-        f"medium {_SUMMARY_FEW_BELOW}-{_SUMMARY_MANY_ABOVE}: {bands['medium']}, "
-        f"few<{_SUMMARY_FEW_BELOW}: {bands['few']}; {seconds:.1f}s -> {out_dir}")
+        f"bands (training images per class) many>{high}: {bands[contract.MANY]}, "
+        f"medium {low}-{high}: {bands[contract.MEDIUM]}, "
+        f"few<{low}: {bands[contract.FEW]}; {seconds:.1f}s -> {out_dir}")
     return SynthSummary(out_dir, records, images, bands, seconds)

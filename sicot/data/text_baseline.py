@@ -14,24 +14,22 @@ import sys
 
 import numpy as np
 
+from sicot import contract
 from sicot.data.manifest import find_split_files, read_manifest
-
-# Only for this report; the trainer takes band edges from its Transform config.
-FEW_BELOW, MANY_ABOVE = 20, 100
 
 
 def words(fields: dict) -> list[str]:
-    tags = fields.get("tags") or []
+    tags = fields.get(contract.TAGS_KEY) or []
     if isinstance(tags, str):
         tags = tags.split("|")
-    text = " ".join([fields.get("title") or ""] + list(tags))
+    text = " ".join([fields.get(contract.TITLE_KEY) or ""] + list(tags))
     return text.lower().split()
 
 
 def _rows(path):
     for row in read_manifest(path):
-        if row.fields is not None and row.fields.get("label"):
-            yield words(row.fields), str(row.fields["label"])
+        if row.fields is not None and row.fields.get(contract.LABEL_KEY):
+            yield words(row.fields), str(row.fields[contract.LABEL_KEY])
 
 
 def text_only_accuracy(data_dir, eval_split: str = "test", alpha: float = 0.1) -> dict:
@@ -53,7 +51,8 @@ def text_only_accuracy(data_dir, eval_split: str = "test", alpha: float = 0.1) -
     # Uniform class prior: the test split is class balanced.
     log_p = np.log(counts + alpha) - np.log(counts.sum(1, keepdims=True) + alpha * len(vocab))
 
-    correct = {"all": [0, 0], "many": [0, 0], "medium": [0, 0], "few": [0, 0]}
+    # Only for this report (default band edges); a trained model's edges are its Transform's.
+    correct = {key: [0, 0] for key in ("all", *contract.BANDS)}
     for ws, label in _rows(files[eval_split]):
         if label not in label_id:
             continue
@@ -62,7 +61,7 @@ def text_only_accuracy(data_dir, eval_split: str = "test", alpha: float = 0.1) -
         truth = label_id[label]
         hit = int(scores.argmax() == truth)
         n = train_counts[truth]
-        band = "many" if n > MANY_ABOVE else "few" if n < FEW_BELOW else "medium"
+        band = contract.band_of_count(n)
         for key in ("all", band):
             correct[key][0] += hit
             correct[key][1] += 1

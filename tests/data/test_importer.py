@@ -10,13 +10,13 @@ import tensorflow as tf
 from PIL import Image
 
 from sicot import cli
-from sicot.cli import UserError
+from sicot.errors import UserError
 from sicot.data.importer import (ImportConfig, convert_row, header_dimensions, import_dataset,
                                  normalize_text, sniff_format)
 from sicot.data.manifest import ManifestRow, read_manifest
-from sicot.trainer import features
+from sicot import contract
 
-RAW_SPEC = {k: tf.io.FixedLenFeature([], tf.string) for k in features.RAW_FEATURE_KEYS}
+RAW_SPEC = {k: tf.io.FixedLenFeature([], tf.string) for k in contract.RAW_FEATURE_KEYS}
 
 
 def _image(fmt="PNG", size=(8, 6), colour=(200, 30, 30)):
@@ -239,7 +239,7 @@ def test_header_dimensions_without_decoding():
         header_dimensions(b"\xff\xd8\xff\xe0\x00", "JPEG")
 
 
-def test_bad_import_config_is_a_user_error(tmp_path):
+def test_bad_import_config_is_aUserError(tmp_path):
     (tmp_path / "train.jsonl").write_text("")
     (tmp_path / "test.jsonl").write_text("")
     with pytest.raises(UserError, match="--max-bad-fraction must be in"):

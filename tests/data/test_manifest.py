@@ -1,6 +1,6 @@
 import pytest
 
-from sicot.cli import UserError
+from sicot.errors import UserError
 from sicot.data.manifest import ManifestRow, find_split_files, read_manifest
 
 

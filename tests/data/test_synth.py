@@ -9,7 +9,7 @@ import time
 import pytest
 from PIL import Image
 
-from sicot import cli
+from sicot import cli, contract
 from sicot.data import synth, vocabulary
 from sicot.data.text_baseline import text_only_accuracy, words
 
@@ -68,7 +68,7 @@ def test_different_seed_gives_different_data(small_config, tmp_path, small_synth
 
 def test_images_are_jpeg_and_png_of_the_requested_size(small_config, small_synth):
     formats = collections.Counter()
-    for split in synth.SPLITS:
+    for split in contract.SPLITS:
         for record in _jsonl(small_synth / f"{split}.jsonl"):
             data = (small_synth / record["image"]).read_bytes()
             with Image.open(io.BytesIO(data)) as img:
@@ -85,7 +85,7 @@ def test_no_label_or_id_leaks_into_text(default_text_only):
     assert len(labels) == len(classes)
     tuples = [tuple(c["attributes"].values()) for c in classes]
     assert len(set(tuples)) == len(tuples), "two classes share the full attribute tuple"
-    for split in synth.SPLITS:
+    for split in contract.SPLITS:
         for record in _jsonl(default_text_only / f"{split}.jsonl"):
             text = record["title"] + " " + " ".join(record["tags"])
             label = record["label"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sicot import cli
+from sicot import cli, contract
 from sicot.pipeline import configs, local_runner, run_summary
 
 pytestmark = pytest.mark.slow
@@ -71,7 +71,7 @@ def test_pipeline_end_to_end_with_resume_and_cache(tmp_path, datasets, capsys):
     # TFMA metrics per band for both query modes; band counts add up to the overall count
     assert runs["Evaluator"].properties["blessing"]["blessed"] == 1
     table = run_summary.band_metrics(runs["Evaluator"].outputs["evaluation"][0])
-    for mode in configs.QUERY_MODES:
+    for mode in contract.QUERY_MODES:
         assert table[("overall", mode)]["count"] == 20
         assert sum(table[(b, mode)]["count"] for b in ("many", "medium", "few")) == 20
         for band in ("overall", "many", "medium", "few"):

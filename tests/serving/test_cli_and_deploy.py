@@ -14,7 +14,8 @@ import time
 import pytest
 import tensorflow as tf
 
-from sicot.cli import UserError, main
+from sicot.cli import main
+from sicot.errors import UserError
 from sicot.serving.cli import read_batching_parameters
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))

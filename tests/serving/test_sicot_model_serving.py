@@ -13,7 +13,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
-from sicot.serving.export import SIGNATURES
+from sicot.contract import SIGNATURES
 
 MODEL = "sicot"
 

@@ -9,9 +9,9 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from PIL import Image
 
-from sicot.trainer import features
-from sicot.trainer.preprocessing import (TransformConfig, band_of_count, decode_and_resize,
-                                         tokenize)
+from sicot import contract
+from sicot.contract import band_of_count
+from sicot.trainer.preprocessing import TransformConfig, decode_and_resize, tokenize
 from sicot.trainer.transform_local import run_transform
 
 
@@ -25,11 +25,11 @@ def _example(label, title, tags, color=(200, 10, 10), fmt="PNG", record_id="x"):
     def b(v):
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
     return tf.train.Example(features=tf.train.Features(feature={
-        features.IMAGE_KEY: b(_image_bytes(color, fmt=fmt)),
-        features.TITLE_KEY: b(title.encode()),
-        features.TAGS_KEY: b(tags.encode()),
-        features.LABEL_KEY: b(label.encode()),
-        features.RECORD_ID_KEY: b(record_id.encode()),
+        contract.IMAGE_KEY: b(_image_bytes(color, fmt=fmt)),
+        contract.TITLE_KEY: b(title.encode()),
+        contract.TAGS_KEY: b(tags.encode()),
+        contract.LABEL_KEY: b(label.encode()),
+        contract.RECORD_ID_KEY: b(record_id.encode()),
     })).SerializeToString()
 
 
@@ -86,13 +86,13 @@ def test_run_transform_vocabularies_bands_and_shapes(tmp_path):
 
     tft_out = tft.TFTransformOutput(result.transform_output_dir)
     labels = [l.decode() if isinstance(l, bytes) else l
-              for l in tft_out.vocabulary_by_name(features.LABEL_VOCAB_NAME)]
+              for l in tft_out.vocabulary_by_name(contract.LABEL_VOCAB_NAME)]
     assert labels == ["a", "b", "c"]
-    with open(tft_out.vocabulary_file_by_name(features.LABEL_COUNTS_VOCAB_NAME)) as f:
+    with open(tft_out.vocabulary_file_by_name(contract.LABEL_COUNTS_VOCAB_NAME)) as f:
         counts = [line.rstrip("\n").split(" ", 1) for line in f]
     assert counts == [["4", "a"], ["2", "b"], ["1", "c"]]
     tokens = [t.decode() if isinstance(t, bytes) else t
-              for t in tft_out.vocabulary_by_name(features.TOKEN_VOCAB_NAME)]
+              for t in tft_out.vocabulary_by_name(contract.TOKEN_VOCAB_NAME)]
     # min_token_count=2: class a's (x4) and b's (x2) tokens, none seen once; max_tokens=4
     # cuts a's "kitchen gift" before the vocabulary sees them.
     assert set(tokens) == {"red", "mug", "红", "杯", "blue", "bottle"}
@@ -102,30 +102,30 @@ def test_run_transform_vocabularies_bands_and_shapes(tmp_path):
                                  compression_type="GZIP").map(
         lambda s: tf.io.parse_single_example(s, spec))
     rows = list(ds.as_numpy_iterator())
-    assert rows[0][features.IMAGE_XF].shape == (16, 16, 3)
+    assert rows[0][contract.IMAGE_XF].shape == (16, 16, 3)
     # Test "c": label id 2, few; tokens red, bottle known, "zzz", "unseen" out of vocabulary.
-    vocab_id = {t: i + features.FIRST_VOCAB_TOKEN_ID for i, t in enumerate(tokens)}
-    assert rows[0][features.LABEL_XF] == 2 and rows[0][features.BAND_XF] == b"few"
-    assert list(rows[0][features.TOKENS_XF]) == [vocab_id["red"], vocab_id["bottle"],
-                                                 features.OOV_TOKEN_ID, features.OOV_TOKEN_ID]
+    vocab_id = {t: i + contract.FIRST_VOCAB_TOKEN_ID for i, t in enumerate(tokens)}
+    assert rows[0][contract.LABEL_XF] == 2 and rows[0][contract.BAND_XF] == b"few"
+    assert list(rows[0][contract.TOKENS_XF]) == [vocab_id["red"], vocab_id["bottle"],
+                                                 contract.OOV_TOKEN_ID, contract.OOV_TOKEN_ID]
     # Unseen label "d" -> num_classes (3), band few, padded tokens.
-    assert rows[1][features.LABEL_XF] == 3 and rows[1][features.BAND_XF] == b"few"
-    assert list(rows[1][features.TOKENS_XF]) == [vocab_id["mug"], 0, 0, 0]
+    assert rows[1][contract.LABEL_XF] == 3 and rows[1][contract.BAND_XF] == b"few"
+    assert list(rows[1][contract.TOKENS_XF]) == [vocab_id["mug"], 0, 0, 0]
 
     train_rows = list(tf.data.TFRecordDataset(
         glob.glob(result.transformed_files["train"]), compression_type="GZIP").map(
         lambda s: tf.io.parse_single_example(s, spec)).as_numpy_iterator())
-    bands = {(r[features.LABEL_XF], r[features.BAND_XF]) for r in train_rows}
+    bands = {(r[contract.LABEL_XF], r[contract.BAND_XF]) for r in train_rows}
     assert bands == {(0, b"many"), (1, b"medium"), (2, b"few")}
     # Empty title and tags -> all padding, no error.
-    empty = [r for r in train_rows if r[features.LABEL_XF] == 2][0]
-    assert (empty[features.TOKENS_XF] == 0).all()
+    empty = [r for r in train_rows if r[contract.LABEL_XF] == 2][0]
+    assert (empty[contract.TOKENS_XF] == 0).all()
 
     # The TFT layer (what serving uses) gives the same features as the Beam run.
     layer = tft_out.transform_features_layer()
     raw_test = [_example("c", "red bottle", "zzz-unseen")]
     parsed = tf.io.parse_example(tf.constant(raw_test), tft_out.raw_feature_spec())
     served = layer(parsed)
-    np.testing.assert_array_equal(served[features.IMAGE_XF].numpy()[0], rows[0][features.IMAGE_XF])
-    np.testing.assert_array_equal(served[features.TOKENS_XF].numpy()[0],
-                                  rows[0][features.TOKENS_XF])
+    np.testing.assert_array_equal(served[contract.IMAGE_XF].numpy()[0], rows[0][contract.IMAGE_XF])
+    np.testing.assert_array_equal(served[contract.TOKENS_XF].numpy()[0],
+                                  rows[0][contract.TOKENS_XF])

@@ -9,7 +9,7 @@ from sicot.trainer.model_config import ModelConfig
 from sicot.trainer.sampled_classifier_head import SampledClassifierHead
 from sicot.trainer.sicot_model import build_model
 from sicot.trainer.sparse_centre_adamw import SparseCentreAdamW
-from sicot.trainer.task import _optimizer
+from sicot.trainer.task import make_optimizer
 
 NUM_CLASSES = 300
 COUNTS = np.maximum(1, np.round(50 * 50.0 ** (-np.arange(NUM_CLASSES) / NUM_CLASSES)))
@@ -51,7 +51,7 @@ def test_threshold_picks_the_head_and_the_optimizer():
     assert model.sampled
     assert all(isinstance(h, SampledClassifierHead)
                for h in (model.visual_head, model.semantic_head, model.fused_head))
-    assert isinstance(_optimizer(model.model_config, 10, sampled=True), SparseCentreAdamW)
+    assert isinstance(make_optimizer(model.model_config, 10, sampled=True), SparseCentreAdamW)
 
 
 def test_training_call_has_no_full_logits_and_inference_is_exact():
@@ -75,7 +75,7 @@ def test_training_call_has_no_full_logits_and_inference_is_exact():
 def test_fit_with_sparse_centre_optimizer_reduces_the_exact_loss(preset):
     x, y = _batch()
     model = _model(preset, centre_learning_rate=0.5)
-    model.compile(optimizer=_optimizer(model.model_config, 20, learning_rate=1e-2,
+    model.compile(optimizer=make_optimizer(model.model_config, 20, learning_rate=1e-2,
                                        sampled=True))
 
     def exact_loss():  # full-softmax loss of the visual head at inference

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from sicot.trainer import features
+from sicot import contract
 
 COLOURS = [(220, 30, 30), (30, 200, 30), (30, 30, 220), (220, 220, 30), (30, 220, 220),
            (220, 30, 220)]
@@ -29,9 +29,9 @@ def example(label, image, title, tags, record_id="r"):
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
 
     return tf.train.Example(features=tf.train.Features(feature={
-        features.IMAGE_KEY: b(image), features.TITLE_KEY: b(title.encode()),
-        features.TAGS_KEY: b(tags.encode()), features.LABEL_KEY: b(label.encode()),
-        features.RECORD_ID_KEY: b(record_id.encode())})).SerializeToString()
+        contract.IMAGE_KEY: b(image), contract.TITLE_KEY: b(title.encode()),
+        contract.TAGS_KEY: b(tags.encode()), contract.LABEL_KEY: b(label.encode()),
+        contract.RECORD_ID_KEY: b(record_id.encode())})).SerializeToString()
 
 
 def make_examples(counts, seed):

@@ -8,15 +8,16 @@ import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tokenizer ops of the TFT graph)
 import tensorflow_transform as tft
 
-from sicot.serving.export import SIGNATURES, export_serving_model
-from sicot.trainer import features
+from sicot import contract
+from sicot.contract import SIGNATURES
+from sicot.trainer.export import export_serving_model
 from sicot.trainer.model_config import ModelConfig
 from sicot.trainer.sicot_model import build_model
 from sicot.trainer.task import model_shapes, read_class_counts
 
 
 def _tiny_dataset_module():
-    path = os.path.join(os.path.dirname(__file__), "..", "trainer", "tiny_dataset.py")
+    path = os.path.join(os.path.dirname(__file__), "tiny_dataset.py")
     spec = importlib.util.spec_from_file_location("sicot_tests_tiny_dataset_export", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -47,9 +48,9 @@ def _eager(exported, serialized, with_text):
     tto = exported["tto"]
     parsed = tf.io.parse_example(serialized, tto.raw_feature_spec())
     xf = tto.transform_raw_features(parsed, drop_unused_features=True)
-    inputs = {"image": tf.cast(xf[features.IMAGE_XF], tf.float32)}
+    inputs = {"image": tf.cast(xf[contract.IMAGE_XF], tf.float32)}
     if with_text:
-        inputs["tokens"] = tf.cast(xf[features.TOKENS_XF], tf.int32)
+        inputs["tokens"] = tf.cast(xf[contract.TOKENS_XF], tf.int32)
     return exported["model"](inputs, training=False), xf
 
 
@@ -109,7 +110,7 @@ def test_transform_features_and_eval_examples(exported):
     serialized = tf.constant(exported["raw"])
     xf = exported["loaded"].signatures["transform_features"](examples=serialized)
     ref_text, ref_xf = _eager(exported, serialized, with_text=True)
-    for key in (features.IMAGE_XF, features.TOKENS_XF, features.LABEL_XF, features.BAND_XF):
+    for key in (contract.IMAGE_XF, contract.TOKENS_XF, contract.LABEL_XF, contract.BAND_XF):
         np.testing.assert_array_equal(xf[key].numpy(), ref_xf[key].numpy())
     ev = exported["loaded"].signatures["eval_examples"](examples=serialized)
     ref_image, _ = _eager(exported, serialized, with_text=False)

@@ -1,5 +1,9 @@
 """Export a trained SICoT model + the tf.Transform graph as one SavedModel for TF Serving / TFMA.
 
+The trainer writes it (`task.run_fn`); `sicot.serving` serves it and reads its signatures from
+the SavedModel alone, so serving never imports this module. Signature, input and output names
+are in `sicot.contract`.
+
 Signatures (all take [None] strings; the TFT layer repeats the training-time decode, resize
 and tokenisation, so serving sees exactly the training features):
   serving_default      image (encoded JPEG/PNG) -> visual head (image-only query)
@@ -13,11 +17,7 @@ Raw features absent at serving (label, title, tags, record_id) are filled with '
 """
 from __future__ import annotations
 
-from sicot.trainer import features
-
-SIGNATURES = ("serving_default", "serving_image_text", "serving_examples",
-              "transform_features", "eval_examples")
-
+from sicot import contract
 
 def _parse_spec(raw_feature_spec):
     """The raw spec with '' defaults for everything but the image (absent at serving)."""
@@ -25,7 +25,7 @@ def _parse_spec(raw_feature_spec):
 
     spec = {}
     for key, feature in raw_feature_spec.items():
-        if isinstance(feature, tf.io.FixedLenFeature) and key != features.IMAGE_KEY:
+        if isinstance(feature, tf.io.FixedLenFeature) and key != contract.IMAGE_KEY:
             default = tf.fill(feature.shape, "") if feature.shape else ""
             spec[key] = tf.io.FixedLenFeature(feature.shape, feature.dtype,
                                               default_value=default)
@@ -38,7 +38,7 @@ def _raw_from_strings(values, raw_feature_spec):
     """{key: [B] string} -> raw features shaped as the Transform's raw spec expects."""
     import tensorflow as tf
 
-    batch = tf.shape(values[features.IMAGE_KEY])
+    batch = tf.shape(values[contract.IMAGE_KEY])
     raw = {}
     for key, feature in raw_feature_spec.items():
         value = values.get(key)
@@ -61,13 +61,11 @@ def export_serving_model(model, tf_transform_output, export_dir: str, top_k: int
     import keras
     import tensorflow as tf
 
-    from sicot.trainer.sicot_model import IMAGE_INPUT, TOKENS_INPUT
-
     tft_layer = tf_transform_output.transform_features_layer()
     raw_spec = dict(tf_transform_output.raw_feature_spec())
     parse_spec = _parse_spec(raw_spec)
     class_names = [c.decode("utf-8") if isinstance(c, bytes) else c
-                   for c in tf_transform_output.vocabulary_by_name(features.LABEL_VOCAB_NAME)]
+                   for c in tf_transform_output.vocabulary_by_name(contract.LABEL_VOCAB_NAME)]
     if len(class_names) != model.num_classes:
         raise ValueError(f"label vocabulary has {len(class_names)} classes, model has "
                          f"{model.num_classes}")
@@ -78,33 +76,35 @@ def export_serving_model(model, tf_transform_output, export_dir: str, top_k: int
         return tft_layer(raw)
 
     def model_inputs(transformed, with_text):
-        inputs = {IMAGE_INPUT: tf.cast(transformed[features.IMAGE_XF], tf.float32)}
+        inputs = {contract.IMAGE_INPUT: tf.cast(transformed[contract.IMAGE_XF], tf.float32)}
         if with_text:
-            inputs[TOKENS_INPUT] = tf.cast(transformed[features.TOKENS_XF], tf.int32)
+            inputs[contract.TOKENS_INPUT] = tf.cast(transformed[contract.TOKENS_XF], tf.int32)
         return inputs
 
     def head_logits(outputs, with_text):
-        if with_text and "fused_logits" in outputs:
-            return outputs["fused_logits"]
-        return outputs["visual_logits"]
+        if with_text and contract.FUSED_LOGITS in outputs:
+            return outputs[contract.FUSED_LOGITS]
+        return outputs[contract.VISUAL_LOGITS]
 
     def predictions(transformed, with_text):
         outputs = model(model_inputs(transformed, with_text), training=False)
         probs = tf.nn.softmax(tf.cast(head_logits(outputs, with_text), tf.float32), axis=-1)
         scores, ids = tf.math.top_k(probs, k=k)
-        return {"classes": tf.gather(class_table, ids), "class_ids": tf.cast(ids, tf.int64),
-                "scores": scores, "embedding": tf.cast(outputs["embedding"], tf.float32)}
+        return {contract.CLASSES_OUTPUT: tf.gather(class_table, ids),
+                contract.CLASS_IDS_OUTPUT: tf.cast(ids, tf.int64),
+                contract.SCORES_OUTPUT: scores,
+                contract.EMBEDDING_OUTPUT: tf.cast(outputs[contract.EMBEDDING], tf.float32)}
 
     def parse(examples):
         return tf.io.parse_example(examples, parse_spec)
 
     def serve_image(image):
-        return predictions(transform(_raw_from_strings({features.IMAGE_KEY: image}, raw_spec)),
+        return predictions(transform(_raw_from_strings({contract.IMAGE_KEY: image}, raw_spec)),
                            with_text=False)
 
     def serve_image_text(image, title, tags):
-        raw = _raw_from_strings({features.IMAGE_KEY: image, features.TITLE_KEY: title,
-                                 features.TAGS_KEY: tags}, raw_spec)
+        raw = _raw_from_strings({contract.IMAGE_KEY: image, contract.TITLE_KEY: title,
+                                 contract.TAGS_KEY: tags}, raw_spec)
         return predictions(transform(raw), with_text=True)
 
     def serve_examples(examples):
@@ -117,8 +117,8 @@ def export_serving_model(model, tf_transform_output, export_dir: str, top_k: int
         transformed = transform(parse(examples))
         image_only = model(model_inputs(transformed, False), training=False)
         with_text = model(model_inputs(transformed, True), training=False)
-        return {"image_only": tf.nn.softmax(head_logits(image_only, False), axis=-1),
-                "image_text": tf.nn.softmax(head_logits(with_text, True), axis=-1)}
+        return {contract.IMAGE_ONLY: tf.nn.softmax(head_logits(image_only, False), axis=-1),
+                contract.IMAGE_TEXT: tf.nn.softmax(head_logits(with_text, True), axis=-1)}
 
     def strings(name):
         return tf.TensorSpec([None], tf.string, name=name)
@@ -126,13 +126,15 @@ def export_serving_model(model, tf_transform_output, export_dir: str, top_k: int
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.track(tft_layer)
-    archive.add_endpoint("serving_default", serve_image, input_signature=[strings("image")])
-    archive.add_endpoint("serving_image_text", serve_image_text,
-                         input_signature=[strings("image"), strings("title"), strings("tags")])
-    archive.add_endpoint("serving_examples", serve_examples,
-                         input_signature=[strings("examples")])
-    archive.add_endpoint("transform_features", transform_features,
-                         input_signature=[strings("examples")])
-    archive.add_endpoint("eval_examples", eval_examples, input_signature=[strings("examples")])
+    examples = [strings(contract.EXAMPLES_INPUT)]
+    archive.add_endpoint(contract.IMAGE_SIGNATURE, serve_image,
+                         input_signature=[strings(contract.IMAGE_KEY)])
+    archive.add_endpoint(contract.IMAGE_TEXT_SIGNATURE, serve_image_text,
+                         input_signature=[strings(contract.IMAGE_KEY), strings(contract.TITLE_KEY),
+                                          strings(contract.TAGS_KEY)])
+    archive.add_endpoint(contract.EXAMPLES_SIGNATURE, serve_examples, input_signature=examples)
+    archive.add_endpoint(contract.TRANSFORM_SIGNATURE, transform_features,
+                         input_signature=examples)
+    archive.add_endpoint(contract.EVAL_SIGNATURE, eval_examples, input_signature=examples)
     archive.write_out(export_dir, verbose=False)
     return export_dir
