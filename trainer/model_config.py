@@ -86,6 +86,9 @@ class ModelConfig:
       crt_distill_weight: that stage-2 distillation weight (text models only).
       balanced_sampling: sample classes uniformly during (stage-1) training.
       augment: random flip / crop / brightness / contrast in the input pipeline.
+      shuffle_memory_mb: memory for the training shuffle buffer (serialized records). A split
+        that fits is shuffled exactly (every epoch a random permutation, whatever the record
+        order of the files); a larger one gets a window of this size (`trainer/input.py`).
       sampled_classifier_min_classes: from this many classes on, every head is a
         `SampledClassifierHead` (Partial FC: training logits over the batch's classes plus a
         random `negative_share` of the others; exact softmax at evaluation and serving) and
@@ -134,6 +137,7 @@ class ModelConfig:
     crt_distill_weight: float = 0.0
     balanced_sampling: bool = False
     augment: bool = True
+    shuffle_memory_mb: int = 1024
     sampled_classifier_min_classes: int = 50_000
     negative_share: float = 0.1
     centre_learning_rate: float = 0.5
@@ -161,7 +165,7 @@ class ModelConfig:
         if not self.free_centres and not self.text_centres:
             raise ValueError("ModelConfig: free_centres=False needs text_centres=True")
         for name in ("image_size", "embedding_dim", "token_dim", "attention_rank", "batch_size",
-                     "class_words"):
+                     "class_words", "shuffle_memory_mb"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: must be >= 1")
         for name in ("epochs", "crt_epochs"):

@@ -72,14 +72,12 @@ def make_optimizer(config: ModelConfig, total_steps: int, learning_rate=None, sa
     return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
 
 
-def _steps_per_epoch(fn_args, config: ModelConfig, train_files) -> int:
+def _steps_per_epoch(fn_args, config: ModelConfig, records: int) -> int:
     train_steps = getattr(fn_args, "train_steps", None)
     epochs = max(1, config.epochs)
     if train_steps:
         return max(1, math.ceil(int(train_steps) / epochs))
-    from sicot.trainer.input import count_records
-
-    return max(1, math.ceil(count_records(train_files) / config.batch_size))
+    return max(1, math.ceil(records / config.batch_size))
 
 
 def _set_class_words(model, config: ModelConfig, train_files, tf_transform_output):
@@ -108,7 +106,7 @@ def run_fn(fn_args):
     import tensorflow_transform as tft
 
     from sicot.trainer import distribution
-    from sicot.trainer.input import make_dataset
+    from sicot.trainer.input import make_dataset, plan_shuffle, warn_if_grouped
     from sicot.trainer.sicot_model import build_model
 
     # MultiWorkerMirroredStrategy must exist before any other TF op runs in the process.
@@ -133,13 +131,19 @@ def run_fn(fn_args):
     logger.info("training %s on %d classes (%d..%d images), vocab %d, %dpx", config.model_type,
                 len(class_names), min(class_counts), max(class_counts), vocab_size, image_size)
 
-    steps_per_epoch = _steps_per_epoch(fn_args, config, fn_args.train_files)
+    # One pass over the training files sizes the shuffle (exact when the split fits
+    # config.shuffle_memory_mb, see trainer/input.py) and counts the records.
+    shuffle = plan_shuffle(fn_args.train_files, config.shuffle_memory_mb)
+    logger.info("training input: %s", shuffle.describe())
+    grouped_share = None if shuffle.exact else warn_if_grouped(fn_args.train_files)
+    steps_per_epoch = _steps_per_epoch(fn_args, config, shuffle.records)
     eval_steps = getattr(fn_args, "eval_steps", None) or None
 
     def dataset(files, training, balanced):
         return make_dataset(files, tf_transform_output, config.batch_size, training=training,
                             augment=config.augment, class_counts=class_counts,
-                            balanced_sampling=balanced, seed=config.seed)
+                            balanced_sampling=balanced, seed=config.seed,
+                            shuffle_buffer=shuffle.buffer if training else None)
 
     train_ds = dataset(fn_args.train_files, True, config.balanced_sampling)
     eval_ds = dataset(fn_args.eval_files, False, False) if fn_args.eval_files else None
@@ -186,6 +190,7 @@ def run_fn(fn_args):
     model.save(os.path.join(model_run_dir, KERAS_MODEL_FILE))
     with open(os.path.join(model_run_dir, HISTORY_FILE), "w") as f:
         json.dump({"config": config.to_dict(), "steps_per_epoch": steps_per_epoch,
+                   "input": {**shuffle.to_dict(), "neighbour_label_share": grouped_share},
                    "history": history}, f, indent=2)
     export_serving_model(model, tf_transform_output, serving_model_dir)
     distribution.cleanup_worker_dir(fn_args.model_run_dir, tf_config)
