@@ -91,10 +91,12 @@ class _ConvertRow(beam.DoFn):
                 _QUARANTINE_TAG, json.dumps(entry, ensure_ascii=False, sort_keys=True))
 
 
-def _read_rows(manifest_path: str):
-    from sicot.data.manifest import read_manifest
+def _read_rows(manifest_path: str, order_seed: int = 0):
+    """The manifest's rows in a seeded random order (`sicot.data.manifest.permuted`): the
+    split's examples are written mixed whatever order the manifest holds."""
+    from sicot.data.manifest import permuted, read_manifest
 
-    yield from read_manifest(manifest_path)
+    yield from permuted(read_manifest(manifest_path), order_seed)
 
 
 @beam.ptransform_fn
@@ -164,7 +166,8 @@ class ManifestExampleGenExecutor(BaseExampleGenExecutor):
                 results = (
                     pipeline
                     | f"ManifestPath[{name}]" >> beam.Create([manifests[name]])
-                    | f"ReadManifest[{name}]" >> beam.FlatMap(_read_rows)
+                    | f"ReadManifest[{name}]" >> beam.FlatMap(
+                        _read_rows, import_config_from_dict(import_config).order_seed)
                     | f"Spread[{name}]" >> beam.Reshuffle()
                     | f"Convert[{name}]" >> beam.ParDo(
                         _ConvertRow(data_dir, import_config, name)).with_outputs(

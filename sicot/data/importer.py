@@ -47,7 +47,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 
 from sicot import contract
-from sicot.data.manifest import ManifestRow, find_split_files, read_manifest
+from sicot.data.manifest import ManifestRow, find_split_files, permuted, read_manifest
 from sicot.errors import UserError
 
 TFRECORD_PATTERN = "{split}-00000-of-00001.tfrecord.gz"
@@ -62,6 +62,7 @@ class ImportConfig:
     max_image_bytes: int = 32 << 20      # file size
     allowed_dirs: tuple[str, ...] = ()   # extra roots for absolute image paths
     max_bad_fraction: float = 0.05       # per split: quarantined / records
+    order_seed: int = 0                  # records are written in a random order from this seed
 
     def validate(self) -> None:
         if self.max_pixels < 1:
@@ -360,7 +361,8 @@ def import_dataset(data_dir, out_dir, config: ImportConfig = ImportConfig(), log
             tmp = out_dir / (TFRECORD_PATTERN.format(split=split) + ".partial")
             partial.append(tmp)
             with tf.io.TFRecordWriter(str(tmp), options="GZIP") as writer:
-                rows = tqdm(read_manifest(manifest), desc=f"import {split}", unit="rec",
+                rows = tqdm(permuted(read_manifest(manifest), config.order_seed),
+                            desc=f"import {split}", unit="rec",
                             disable=not progress, mininterval=1)
                 for row in rows:
                     counts.records += 1

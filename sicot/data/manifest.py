@@ -15,6 +15,12 @@ the `.jsonl` file wins. Images are JPEG or PNG of any size.
 
 `read_manifest` never raises on a bad record: it yields a `ManifestRow` with `error` set (a
 stable short code, a colon, then detail), so that the importer can quarantine it and go on.
+
+Record order: exports are often grouped by SKU or appended day by day. The writers
+(`sicot import`, the pipeline's ManifestExampleGen) put the rows of a split in a seeded
+random order with `permuted` before converting them, so the examples they write are mixed
+whatever order the manifest holds (the trainer's shuffle then needs no split-sized buffer to
+mix them; see `sicot.trainer.input`). A row keeps its `source` (file and line) for tracing.
 """
 from __future__ import annotations
 
@@ -74,6 +80,18 @@ def read_manifest(path) -> Iterator[ManifestRow]:
         yield from _read_csv(path.name, data)
     else:
         yield from _read_jsonl(path.name, data)
+
+
+def permuted(rows, seed: int = 0) -> list[ManifestRow]:
+    """The rows in a random order drawn from `seed` (same rows and seed -> same order).
+
+    Holds the rows' text in memory (a few hundred bytes a row: images are read later).
+    """
+    import random
+
+    rows = list(rows)
+    random.Random(seed).shuffle(rows)
+    return rows
 
 
 def _escaped(line: bytes) -> str:
