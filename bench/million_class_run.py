@@ -97,13 +97,14 @@ def main(argv=None) -> int:
     # The trainer's own model: the visual-only logit-adjustment preset; above
     # sampled_classifier_min_classes (50,000) build_model gives it a SampledClassifierHead.
     config = ModelConfig.preset("logit_adjust").replace(
-        image_size=args.image_size, embedding_dim=args.embedding_dim, batch_size=args.batch,
+        embedding_dim=args.embedding_dim, batch_size=args.batch,
         negative_share=args.negative_share, centre_learning_rate=args.centre_learning_rate,
         sampled_classifier_min_classes=(
             2 * num_classes if args.head == "dense"
             else min(ModelConfig().sampled_classifier_min_classes, num_classes)),
         augment=False)
-    model = build_model(config, num_classes, vocab_size=2, class_counts=counts, max_tokens=1)
+    model = build_model(config, num_classes, vocab_size=2, class_counts=counts, max_tokens=1,
+                        image_size=args.image_size)
     assert model.sampled == (args.head == "sampled")
     optimizer = make_optimizer(config, args.steps, sampled=model.sampled)
     model.compile(optimizer=optimizer)

@@ -8,7 +8,7 @@ import shlex
 from sicot import contract
 from sicot.errors import UserError
 from sicot.pipeline import configs
-from sicot.trainer.model_config import BACKBONES, PRESET_NAMES, ModelConfig
+from sicot.trainer import options
 
 
 def register(subparsers) -> None:
@@ -72,15 +72,7 @@ def register(subparsers) -> None:
 
 
 def _add_model_args(parser: argparse.ArgumentParser, schema_default="curated") -> None:
-    parser.add_argument("--model", default="sicot",
-                        help=f"model preset ({', '.join(PRESET_NAMES)})")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--backbone", default=None, help=" | ".join(BACKBONES))
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="Transform and model input size (pixels)")
-    parser.add_argument("--band-edges", default=None, metavar="LOW,HIGH",
-                        help="class bands by training images: few < LOW <= medium <= HIGH < "
-                             "many (default 20,100)")
+    options.add_arguments(parser)
     parser.add_argument("--train-steps", type=int, default=None)
     parser.add_argument("--eval-steps", type=int, default=None)
     parser.add_argument("--schema", default=schema_default,
@@ -101,28 +93,8 @@ def _add_model_args(parser: argparse.ArgumentParser, schema_default="curated") -
 
 def _settings(args) -> dict:
     """create_pipeline keyword arguments shared by run and compile; UserError on bad values."""
-    model = {"preset": args.model}
-    for key in ("epochs", "backbone", "image_size"):
-        value = getattr(args, key)
-        if value is not None:
-            model[key] = value
-    transform = {}
-    if args.image_size is not None:
-        transform["image_size"] = args.image_size
-    if args.band_edges is not None:
-        try:
-            low, high = (int(v) for v in args.band_edges.split(","))
-        except ValueError as e:
-            raise UserError(f"--band-edges {args.band_edges!r}: expected two integers LOW,HIGH"
-                            ) from e
-        if not 0 < low <= high:
-            raise UserError(f"--band-edges {args.band_edges!r}: need 0 < LOW <= HIGH")
-        transform["band_edges"] = [low, high]
-    try:
-        ModelConfig.from_dict(model)
-    except (ValueError, TypeError) as e:
-        raise UserError(f"--model/--epochs/--backbone/--image-size: {e}") from e
-    for name in ("epochs", "train_steps", "eval_steps"):
+    transform, model = options.configs_from_args(args)
+    for name in ("train_steps", "eval_steps"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
@@ -152,8 +124,8 @@ def _settings(args) -> dict:
                         f"choose from {', '.join(configs.HELD_OUT_SPLITS)}")
     return dict(
         pipeline_name=args.pipeline_name,
-        model_config=model,
-        transform_config=transform,
+        model_config=model.to_dict(),
+        transform_config=transform.to_dict(),
         schema_path=schema_path,
         allow_unseen_labels=allow_unseen_labels,
         train_steps=args.train_steps,
@@ -212,7 +184,8 @@ def _compile(args) -> int:
     from sicot.pipeline import pipeline as sicot_pipeline
 
     settings = _settings(args)
-    splits = [s for s in contract.SPLITS if not (args.no_eval_split and s == contract.EVAL_SPLIT)]
+    splits = [s for s in contract.SPLITS
+              if not (args.no_eval_split and s == contract.EVAL_SPLIT)]
     if args.data_format == "tfrecord":
         layout = sicot_pipeline.DatasetLayout(
             "tfrecord", {s: sicot_pipeline.TFRECORD_PATTERN.format(split=s) for s in splits})

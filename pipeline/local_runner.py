@@ -15,8 +15,9 @@ ENV (all optional except SICOT_DATA):
                         serving dir <home>/serving/<name>
   SICOT_PIPELINE_ROOT, SICOT_SERVING_DIR   override those two
   SICOT_PIPELINE_NAME   default "sicot"
-  SICOT_MODEL, SICOT_EPOCHS, SICOT_BACKBONE, SICOT_IMAGE_SIZE   model settings
-  SICOT_BAND_EDGES      LOW,HIGH class bands (default 20,100)
+  SICOT_MODEL, SICOT_EPOCHS, SICOT_BACKBONE, SICOT_SEED, SICOT_BATCH_SIZE, SICOT_IMAGE_SIZE,
+  SICOT_BAND_EDGES      the options of `sicot run` (--model, ..., --band-edges LOW,HIGH),
+                        mapped by the same `sicot.trainer.options.configs_from_options`
   SICOT_BEAM_PRESET     direct (default) | direct-parallel | flink | spark
   SICOT_ALLOW_UNSEEN_LABELS   splits (eval,test) that may hold labels train never has
   SICOT_NO_CACHE=1      disable caching
@@ -28,6 +29,7 @@ from typing import Any, Dict, Optional, Sequence
 
 from sicot.pipeline import configs
 from sicot.pipeline import pipeline as sicot_pipeline
+from sicot.trainer import options
 
 METADATA_FILE = "metadata.sqlite"
 
@@ -76,16 +78,7 @@ def settings_from_env(env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
         raise ValueError("set SICOT_DATA to the dataset folder (see pipeline/local_runner.py)")
     name = env.get("SICOT_PIPELINE_NAME", configs.PIPELINE_NAME)
     home = os.path.abspath(env.get("SICOT_HOME", "runs"))
-    model: Dict[str, Any] = {"preset": env.get("SICOT_MODEL", "sicot")}
-    if env.get("SICOT_EPOCHS"):
-        model["epochs"] = int(env["SICOT_EPOCHS"])
-    if env.get("SICOT_BACKBONE"):
-        model["backbone"] = env["SICOT_BACKBONE"]
-    transform: Dict[str, Any] = {}
-    if env.get("SICOT_IMAGE_SIZE"):
-        model["image_size"] = transform["image_size"] = int(env["SICOT_IMAGE_SIZE"])
-    if env.get("SICOT_BAND_EDGES"):
-        transform["band_edges"] = [int(v) for v in env["SICOT_BAND_EDGES"].split(",")]
+    transform, model = options.configs_from_env(env)
     return dict(
         data_root=os.path.abspath(env["SICOT_DATA"]),
         pipeline_name=name,
@@ -93,8 +86,8 @@ def settings_from_env(env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
                                               os.path.join(home, "tfx", name))),
         serving_dir=os.path.abspath(env.get("SICOT_SERVING_DIR",
                                             os.path.join(home, "serving", name))),
-        model_config=model,
-        transform_config=transform,
+        model_config=model.to_dict(),
+        transform_config=transform.to_dict(),
         beam_pipeline_args=configs.beam_pipeline_args(env.get("SICOT_BEAM_PRESET", "direct")),
         enable_cache=env.get("SICOT_NO_CACHE", "") not in ("1", "true", "yes"),
         allow_unseen_labels=[s.strip() for s in

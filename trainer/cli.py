@@ -20,7 +20,7 @@ import time
 
 from sicot import contract
 from sicot.errors import UserError
-from sicot.trainer.model_config import BACKBONES, PRESET_NAMES, ModelConfig
+from sicot.trainer import options
 
 TRANSFORM_STAMP = "transform_stamp.json"
 
@@ -31,16 +31,8 @@ def register(subparsers) -> None:
         description="Import a dataset folder, run the Transform, train with the TFX run_fn "
                     "and export the serving SavedModel.")
     p.add_argument("--data", required=True, help="dataset folder (train and test manifests)")
-    p.add_argument("--model", required=True, choices=PRESET_NAMES,
-                   help="model preset: sicot, a baseline, or an ablation")
     p.add_argument("--out", required=True, help="output folder for the model")
-    p.add_argument("--epochs", type=int, help="training epochs (default: the preset's)")
-    p.add_argument("--image-size", type=int, default=64, help="model input side (default 64)")
-    p.add_argument("--backbone", choices=BACKBONES, help="visual backbone")
-    p.add_argument("--seed", type=int, help="random seed")
-    p.add_argument("--batch-size", type=int, help="batch size")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other ModelConfig field, e.g. --set tau=0.5 (repeatable)")
+    options.add_arguments(p, model_required=True)
     p.add_argument("--work-dir", help="folder for imported and transformed examples (default "
                    "OUT/work; reused when the data and Transform settings are unchanged)")
     p.set_defaults(handler=_train)
@@ -56,47 +48,9 @@ def register(subparsers) -> None:
                    help="only the image-only signature (skip image + title/tags)")
     p.add_argument("--json", help="write the report here (default MODEL/evaluation.json when "
                    "MODEL is a `sicot train` folder, else only printed)")
-    p.add_argument("--band-edges", default="20,100",
-                   help="few < LOW <= medium <= HIGH < many training images (default 20,100)")
     p.add_argument("--split", default=contract.TEST_SPLIT, choices=contract.SPLITS)
     p.set_defaults(handler=_evaluate)
 
-
-
-def parse_set_options(pairs) -> dict:
-    """['tau=0.5', 'use_attention=false'] -> typed ModelConfig changes."""
-    fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
-    defaults = ModelConfig()
-    changes = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or key not in fields:
-            raise UserError(f"--set {pair!r}: expected KEY=VALUE with KEY one of "
-                              f"{sorted(fields)}")
-        kind = type(getattr(defaults, key))
-        try:
-            if kind is bool:
-                if raw.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(raw)
-                value = raw.lower() in ("true", "1")
-            else:
-                value = kind(raw)
-        except ValueError:
-            raise UserError(f"--set {pair!r}: {raw!r} is not a {kind.__name__}") from None
-        changes[key] = value
-    return changes
-
-
-def build_model_config(args) -> ModelConfig:
-    changes = {"image_size": args.image_size}
-    for name in ("epochs", "backbone", "seed", "batch_size"):
-        if getattr(args, name, None) is not None:
-            changes[name] = getattr(args, name)
-    changes.update(parse_set_options(args.set))
-    try:
-        return ModelConfig.preset(args.model).replace(**changes)
-    except ValueError as e:
-        raise UserError(str(e)) from None
 
 
 def _data_fingerprint(data_dir: str) -> dict:
@@ -141,13 +95,7 @@ def _new_version_dir(base: str) -> str:
 
 
 def _train(args) -> int:
-    from sicot.trainer.preprocessing import TransformConfig
-
-    config = build_model_config(args)
-    try:
-        transform_config = TransformConfig(image_size=args.image_size)
-    except ValueError as e:
-        raise UserError(f"--image-size: {e}") from None
+    transform_config, config = options.configs_from_args(args)
     if not os.path.isdir(args.data):
         raise UserError(f"--data {args.data} does not exist or is not a folder")
     out = os.path.abspath(args.out)
@@ -193,24 +141,13 @@ def _train(args) -> int:
     return 0
 
 
-def _parse_band_edges(text: str):
-    try:
-        low, high = (int(v) for v in text.split(","))
-    except ValueError:
-        raise UserError(f"--band-edges {text!r}: expected two integers LOW,HIGH") from None
-    if not 0 < low <= high:
-        raise UserError(f"--band-edges {text!r}: expected 0 < LOW <= HIGH")
-    return low, high
-
-
 def _evaluate(args) -> int:
     from sicot.trainer.evaluation import evaluate_saved_model, format_table, write_json
 
-    band_edges = _parse_band_edges(args.band_edges)
     if not os.path.exists(args.model):
         raise UserError(f"--model {args.model} does not exist")
     report = evaluate_saved_model(args.model, args.data, image_only=args.image_only,
-                                  band_edges=band_edges, split=args.split)
+                                  split=args.split)
     print(format_table(report))
     path = args.json
     if path is None and os.path.isfile(os.path.join(args.model, "train_report.json")):

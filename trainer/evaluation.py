@@ -2,10 +2,12 @@
 
 The test split's records go through the importer's own checks (`convert_row`), so evaluation
 sees exactly the records training would have accepted; rejected records are counted and
-reported, not silently dropped. Bands come from the number of training images per class in the
-dataset's train manifest: few < low <= medium <= high < many (default 20, 100). A test class
-absent from the training manifest has 0 training images: it is in `few` and can never be
-predicted (the model has no such class).
+reported, not silently dropped. Bands are the model's own: the exported `transform_features`
+signature (the Transform that trained the model, with its class counts and band edges) assigns
+each class its band, as it does for the pipeline's Evaluator; nothing is recounted from the
+raw data. A test class the model never saw is in `few` (the Transform's rule for an unseen
+label) and can never be predicted. Training images per class come from the Transform's
+`label_counts`, which the export copies to `assets.extra/`.
 """
 from __future__ import annotations
 
@@ -13,11 +15,9 @@ import collections
 import dataclasses
 import json
 import os
-from typing import Sequence
-
 from sicot import contract
 from sicot.errors import UserError
-
+from sicot.trainer.export import LABEL_COUNTS_FILE
 
 
 def resolve_saved_model_dir(path: str) -> str:
@@ -54,23 +54,54 @@ class Tally:
                 "top5": self.top5 / self.count if self.count else None}
 
 
-def train_class_counts(data_dir: str) -> collections.Counter:
-    """Training images per (normalised) label in the train manifest; unparsable rows skipped."""
-    from sicot.data.importer import normalize_text
-    from sicot.data.manifest import find_split_files, read_manifest
+def _probe_example(label: bytes, image: bytes) -> bytes:
+    import tensorflow as tf
 
-    counts = collections.Counter()
-    for row in read_manifest(find_split_files(data_dir)["train"]):
-        label = (row.fields or {}).get(contract.LABEL_KEY)
-        if row.error is None and isinstance(label, (str, int)) and not isinstance(label, bool):
-            label = normalize_text(str(label))
-            if label:
-                counts[label] += 1
+    values = {contract.IMAGE_KEY: image, contract.LABEL_KEY: label}
+    return tf.train.Example(features=tf.train.Features(feature={
+        key: tf.train.Feature(bytes_list=tf.train.BytesList(value=[values.get(key, b"")]))
+        for key in contract.RAW_FEATURE_KEYS})).SerializeToString()
+
+
+def model_class_bands(loaded, saved_model_dir: str, batch_size: int = 256) -> dict[str, str]:
+    """{class name: band} as the model's Transform assigns them: one probe example per class
+    of its label vocabulary through the `transform_features` signature (its `band_xf`)."""
+    import tensorflow as tf
+
+    if contract.TRANSFORM_SIGNATURE not in loaded.signatures:
+        raise UserError(f"--model {saved_model_dir}: no signature {contract.TRANSFORM_SIGNATURE} "
+                        f"(the Transform that gives each class its band)")
+    with open(os.path.join(saved_model_dir, "assets", contract.LABEL_VOCAB_NAME), "rb") as f:
+        names = [line.rstrip(b"\n") for line in f if line.strip()]
+    transform = loaded.signatures[contract.TRANSFORM_SIGNATURE]
+    image = tf.io.encode_png(tf.zeros([8, 8, 3], tf.uint8)).numpy()
+    bands = {}
+    for start in range(0, len(names), batch_size):
+        batch = names[start:start + batch_size]
+        examples = tf.constant([_probe_example(n, image) for n in batch])
+        out = transform(**{contract.EXAMPLES_INPUT: examples})[contract.BAND_XF].numpy()
+        bands.update({n.decode("utf-8"): b.decode("utf-8")
+                      for n, b in zip(batch, out.reshape(-1))})
+    return bands
+
+
+def model_class_counts(saved_model_dir: str) -> dict[str, int] | None:
+    """Training images per class from the Transform's `label_counts` exported with the model;
+    None for a model exported without them."""
+    path = os.path.join(saved_model_dir, LABEL_COUNTS_FILE)
+    if not os.path.isfile(path):
+        return None
+    counts = {}
+    with open(path, "rb") as f:
+        for line in f:
+            count, _, name = line.rstrip(b"\n").partition(b" ")
+            if name:
+                counts[name.decode("utf-8")] = int(float(count))
     return counts
 
 
 def read_split(data_dir: str, split: str = "test"):
-    """(records [{image, title, tags, label, source}], quarantine entries) of a split."""
+    """(records [{image, title, tags, label, record_id}], quarantine entries) of a split."""
     import tensorflow as tf
 
     from sicot.data.importer import ImportConfig, convert_row
@@ -91,21 +122,21 @@ def read_split(data_dir: str, split: str = "test"):
 
 
 def evaluate_saved_model(model_dir: str, data_dir: str, image_only: bool = False,
-                         band_edges: Sequence[int] = contract.DEFAULT_BAND_EDGES, batch_size: int = 64,
-                         split: str = "test") -> dict:
+                         batch_size: int = 64, split: str = contract.TEST_SPLIT) -> dict:
     """Runs the split through the serving signatures; returns the report dict."""
     import numpy as np
     import tensorflow as tf
 
     saved_model_dir = resolve_saved_model_dir(model_dir)
-    train_counts = train_class_counts(data_dir)
     records, rejected = read_split(data_dir, split)
     if not records:
         raise UserError(f"--data {data_dir}: the {split} split has no usable records "
-                          f"({len(rejected)} rejected)")
+                        f"({len(rejected)} rejected)")
     import tensorflow_text  # noqa: F401  (registers the tokenizer ops the TFT graph uses)
 
     loaded = tf.saved_model.load(saved_model_dir)
+    class_bands = model_class_bands(loaded, saved_model_dir)
+    train_counts = model_class_counts(saved_model_dir)
     modes = {mode: contract.QUERY_MODE_SIGNATURES[mode]
              for mode in contract.QUERY_MODES if mode == contract.IMAGE_ONLY or not image_only}
     missing = [s for s in modes.values() if s not in loaded.signatures]
@@ -126,19 +157,22 @@ def evaluate_saved_model(model_dir: str, data_dir: str, image_only: bool = False
                 label = record[contract.LABEL_KEY]
                 hit1 = bool(predicted[0] == label)
                 hit5 = bool(np.any(predicted[:5] == label))
-                band = contract.band_of_count(train_counts.get(label.decode("utf-8"), 0),
-                                              band_edges)
+                # A label the model never saw: `few`, as the Transform assigns it.
+                band = class_bands.get(label.decode("utf-8"), contract.FEW)
                 tallies[contract.OVERALL].add(hit1, hit5)
                 tallies[band].add(hit1, hit5)
                 class_tallies[label.decode("utf-8")].add(hit1, hit5)
-        results[mode] = {name: tallies[name].as_dict() for name in (contract.OVERALL, *contract.BANDS)}
-        per_class[mode] = {name: dict(t.as_dict(), train_count=train_counts.get(name, 0))
-                           for name, t in sorted(class_tallies.items())}
+        results[mode] = {name: tallies[name].as_dict()
+                         for name in (contract.OVERALL, *contract.BANDS)}
+        per_class[mode] = {
+            name: dict(t.as_dict(), band=class_bands.get(name, contract.FEW),
+                       train_count=None if train_counts is None else train_counts.get(name, 0))
+            for name, t in sorted(class_tallies.items())}
 
-    band_classes = collections.Counter(contract.band_of_count(c, band_edges)
-                                       for c in train_counts.values())
+    band_classes = collections.Counter(class_bands.values())
     return {"saved_model": saved_model_dir, "data": os.path.abspath(data_dir), "split": split,
-            "band_edges": list(band_edges), "records": len(records),
+            "bands_from": "the model's Transform (transform_features)",
+            "records": len(records),
             "rejected_records": len(rejected),
             "rejected_reasons": dict(collections.Counter(
                 e["reason"].split(":", 1)[0] for e in rejected)),

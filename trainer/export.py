@@ -17,7 +17,12 @@ Raw features absent at serving (label, title, tags, record_id) are filled with '
 """
 from __future__ import annotations
 
+import os
+
 from sicot import contract
+
+# The Transform's `label_counts` ('count label' lines), copied beside the model.
+LABEL_COUNTS_FILE = os.path.join("assets.extra", contract.LABEL_COUNTS_VOCAB_NAME)
 
 def _parse_spec(raw_feature_spec):
     """The raw spec with '' defaults for everything but the image (absent at serving)."""
@@ -137,4 +142,10 @@ def export_serving_model(model, tf_transform_output, export_dir: str, top_k: int
                          input_signature=examples)
     archive.add_endpoint(contract.EVAL_SIGNATURE, eval_examples, input_signature=examples)
     archive.write_out(export_dir, verbose=False)
+    # The Transform's class counts beside the model, for evaluation's per-class report (TF
+    # Serving ignores assets.extra/ files it does not know).
+    counts_path = os.path.join(export_dir, LABEL_COUNTS_FILE)
+    tf.io.gfile.makedirs(os.path.dirname(counts_path))
+    tf.io.gfile.copy(tf_transform_output.vocabulary_file_by_name(contract.LABEL_COUNTS_VOCAB_NAME),
+                     counts_path, overwrite=True)
     return export_dir

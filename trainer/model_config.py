@@ -36,7 +36,6 @@ class ModelConfig:
       model_type: one of MODEL_TYPES. `sicot` trains the visual tower, the word attention and
         the three heads with the co-training term; the others train the visual head only.
       backbone: `small` (residual CNN, CPU default) or `resnet50` (random init, no download).
-      image_size: side of the square input image (must match the Transform output).
       embedding_dim: size of the visual embedding v (the `embedding` serving output).
       token_dim: size of the word embeddings e_i.
       attention_rank: rank r of the low-rank bilinear score (U v) . (W e_i) / sqrt(r).
@@ -78,6 +77,9 @@ class ModelConfig:
         visual embedding v and the semantic embedding s over the batch (own text positive,
         other classes' texts negative, same-class texts masked; both sides move).
       learning_rate, weight_decay, epochs, batch_size, seed: the schedule (AdamW, cosine decay).
+
+    The input image size is not a model setting: it is the Transform's
+    (`TransformConfig.image_size`), and the model reads it from the Transform output.
       crt_epochs: cRT stage 2 epochs (classifier re-training, balanced sampling, frozen tower).
       classifier_retraining: run that stage 2 after any model (always on for `crt`). For
         `sicot`, stage 2 freezes the text branch too and trains the fresh visual head on
@@ -99,7 +101,6 @@ class ModelConfig:
 
     model_type: str = "sicot"
     backbone: str = "small"
-    image_size: int = 64
     embedding_dim: int = 128
     token_dim: int = 64
     attention_rank: int = 32
@@ -164,7 +165,7 @@ class ModelConfig:
                              "word_prediction_weight > 0 (the word detectors are trained by it)")
         if not self.free_centres and not self.text_centres:
             raise ValueError("ModelConfig: free_centres=False needs text_centres=True")
-        for name in ("image_size", "embedding_dim", "token_dim", "attention_rank", "batch_size",
+        for name in ("embedding_dim", "token_dim", "attention_rank", "batch_size",
                      "class_words", "shuffle_memory_mb"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: must be >= 1")

@@ -359,6 +359,11 @@ class SICoTModel(keras.Model):
 
     @classmethod
     def from_config(cls, config):
+        config = dict(config)
+        # model.keras files written before the image size became the Transform's alone carry
+        # an `image_size` model setting; the built input shape holds the size.
+        config["config"] = {k: v for k, v in dict(config.get("config") or {}).items()
+                            if k != "image_size"}
         return cls(**config)
 
 
@@ -374,11 +379,12 @@ def _scale_loss_for_distribution(loss):
 
 
 def build_model(config: ModelConfig, num_classes: int, vocab_size: int, class_counts,
-                max_tokens: int) -> SICoTModel:
-    """A built `SICoTModel` for images [S, S, 3] and token sequences [max_tokens]."""
+                max_tokens: int, image_size: int) -> SICoTModel:
+    """A built `SICoTModel` for images [S, S, 3] (S = `image_size`, the Transform's) and token
+    sequences [max_tokens]."""
     keras.utils.set_random_seed(config.seed)
     model = SICoTModel(num_classes, vocab_size, list(np.asarray(class_counts).tolist()),
                        config.to_dict(), name="sicot")
-    model.build({contract.IMAGE_INPUT: (None, config.image_size, config.image_size, 3),
+    model.build({contract.IMAGE_INPUT: (None, image_size, image_size, 3),
                  contract.TOKENS_INPUT: (None, max_tokens)})
     return model

@@ -121,13 +121,7 @@ def run_fn(fn_args):
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     class_names, class_counts = read_class_counts(tf_transform_output)
     image_size, max_tokens, vocab_size = model_shapes(tf_transform_output)
-    # The image size is the Transform's; a model config that names another one is an error.
-    model_dict.setdefault("image_size", image_size)
-    config = ModelConfig.from_dict(model_dict)
-    if image_size != config.image_size:
-        raise ValueError(f"ModelConfig.image_size={config.image_size} but the Transform output "
-                         f"has {image_size}x{image_size} images: set the model config's "
-                         f"image_size to the Transform's")
+    config = ModelConfig.from_dict(model_dict)  # the image size is the Transform's alone
     logger.info("training %s on %d classes (%d..%d images), vocab %d, %dpx", config.model_type,
                 len(class_names), min(class_counts), max(class_counts), vocab_size, image_size)
 
@@ -149,7 +143,8 @@ def run_fn(fn_args):
     eval_ds = dataset(fn_args.eval_files, False, False) if fn_args.eval_files else None
 
     with strategy.scope():
-        model = build_model(config, len(class_names), vocab_size, class_counts, max_tokens)
+        model = build_model(config, len(class_names), vocab_size, class_counts, max_tokens,
+                            image_size)
         if config.text_centres:
             _set_class_words(model, config, fn_args.train_files, tf_transform_output)
         model.compile(optimizer=make_optimizer(config, steps_per_epoch * config.epochs,

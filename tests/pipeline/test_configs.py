@@ -4,6 +4,8 @@ import pytest
 from sicot import cli
 from sicot.pipeline import configs
 from sicot.pipeline import pipeline as sicot_pipeline
+from sicot.trainer.model_config import ModelConfig
+from sicot.trainer.preprocessing import TransformConfig
 
 
 def test_beam_presets_give_the_documented_flags():
@@ -98,8 +100,9 @@ def test_local_runner_settings_from_env(tmp_path):
         "SICOT_ALLOW_UNSEEN_LABELS": "eval, test"})
     assert settings["pipeline_root"] == str(tmp_path / "home" / "tfx" / "sicot")
     assert settings["serving_dir"] == str(tmp_path / "home" / "serving" / "sicot")
-    assert settings["model_config"] == {"preset": "sicot", "epochs": 2, "image_size": 32}
-    assert settings["transform_config"] == {"image_size": 32, "band_edges": [4, 10]}
+    assert settings["model_config"] == ModelConfig.preset("sicot").replace(epochs=2).to_dict()
+    assert settings["transform_config"] == TransformConfig(image_size=32,
+                                                           band_edges=(4, 10)).to_dict()
     assert settings["beam_pipeline_args"][0] == "--direct_running_mode=multi_processing"
     assert settings["enable_cache"] is False
     assert settings["allow_unseen_labels"] == ["eval", "test"]

@@ -188,8 +188,8 @@ def export_tiny_sicot_model(root: str, top_k: int = 3) -> str:
     tf_transform_output = tft.TFTransformOutput(result.transform_output_dir)
     names, counts = read_class_counts(tf_transform_output)
     image_size, max_tokens, vocab_size = model_shapes(tf_transform_output)
-    config = ModelConfig(image_size=image_size, embedding_dim=16, token_dim=8, attention_rank=4)
-    model = build_model(config, len(names), vocab_size, counts, max_tokens)
+    config = ModelConfig(embedding_dim=16, token_dim=8, attention_rank=4)
+    model = build_model(config, len(names), vocab_size, counts, max_tokens, image_size)
     return export_serving_model(model, tf_transform_output, os.path.join(root, "export"), top_k=top_k)
 
 

@@ -35,8 +35,8 @@ def test_bad_image_size_and_band_edges_are_user_errors(capsys, tmp_path):
     code, _, err = _run(capsys, "train", "--data", str(tmp_path), "--model", "ce", "--out",
                         str(tmp_path / "o"), "--image-size", "4")
     assert code == 2 and "image" in err
-    code, _, err = _run(capsys, "evaluate", "--model", str(tmp_path), "--data", str(tmp_path),
-                        "--band-edges", "100,20")
+    code, _, err = _run(capsys, "train", "--data", str(tmp_path), "--model", "ce", "--out",
+                        str(tmp_path / "o"), "--band-edges", "100,20")
     assert code == 2 and "--band-edges" in err
 
 

@@ -34,9 +34,8 @@ def exported(tmp_path_factory):
     tto = tft.TFTransformOutput(result.transform_output_dir)
     names, counts = read_class_counts(tto)
     image_size, max_tokens, vocab_size = model_shapes(tto)
-    config = ModelConfig.preset("sicot").replace(image_size=image_size, embedding_dim=8,
-                                                 token_dim=6, attention_rank=3)
-    model = build_model(config, len(names), vocab_size, counts, max_tokens)
+    config = ModelConfig.preset("sicot").replace(embedding_dim=8, token_dim=6, attention_rank=3)
+    model = build_model(config, len(names), vocab_size, counts, max_tokens, image_size)
     export_dir = export_serving_model(model, tto, str(root / "saved_model"), top_k=3)
     loaded = tf.saved_model.load(export_dir)
     raw = TINY.make_examples([1] * 6, seed=5)  # one example per class, some without text

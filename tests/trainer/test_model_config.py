@@ -24,7 +24,7 @@ def test_from_dict_starts_from_preset():
 def test_every_preset_is_valid_and_shares_the_schedule(name):
     cfg = ModelConfig.preset(name)
     base = ModelConfig()
-    for field in ("backbone", "image_size", "embedding_dim", "learning_rate", "epochs",
+    for field in ("backbone", "embedding_dim", "learning_rate", "epochs",
                   "batch_size", "augment"):
         assert getattr(cfg, field) == getattr(base, field)
     assert cfg.model_type in MODEL_TYPES

@@ -87,7 +87,7 @@ def test_two_workers_train_in_sync_and_only_the_chief_exports(tiny_transform, tm
             "transform_output": tiny_transform.transform_output_dir,
             "serving_model_dir": serving_dir, "model_run_dir": run_dir,
             "train_steps": train_steps,
-            "model": {"preset": "sicot", "epochs": 2, "batch_size": 8, "image_size": 16,
+            "model": {"preset": "sicot", "epochs": 2, "batch_size": 8,
                       "embedding_dim": 16, "token_dim": 8, "attention_rank": 4,
                       "augment": False, "crt_epochs": crt_epochs}}
     procs = []

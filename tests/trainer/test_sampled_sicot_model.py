@@ -13,14 +13,14 @@ from sicot.trainer.task import make_optimizer
 
 NUM_CLASSES = 300
 COUNTS = np.maximum(1, np.round(50 * 50.0 ** (-np.arange(NUM_CLASSES) / NUM_CLASSES)))
-SMALL = dict(image_size=16, embedding_dim=8, token_dim=6, attention_rank=3, batch_size=8,
+SMALL = dict(embedding_dim=8, token_dim=6, attention_rank=3, batch_size=8,
              augment=False, sampled_classifier_min_classes=100, negative_share=0.1)
 
 
 def _model(preset="sicot", **changes):
     cfg = ModelConfig.preset(preset).replace(**{**SMALL, **changes})
     return build_model(cfg, num_classes=NUM_CLASSES, vocab_size=12, class_counts=COUNTS,
-                       max_tokens=5)
+                       max_tokens=5, image_size=16)
 
 
 def _batch(n=8, seed=0):

@@ -7,12 +7,13 @@ from sicot.trainer.model_config import ModelConfig
 from sicot.trainer.sicot_model import SICoTModel, build_model
 
 COUNTS = [20, 8, 3, 1]
-SMALL = dict(image_size=16, embedding_dim=8, token_dim=6, attention_rank=3, batch_size=8)
+SMALL = dict(embedding_dim=8, token_dim=6, attention_rank=3, batch_size=8)
 
 
 def _model(preset, **changes):
     cfg = ModelConfig.preset(preset).replace(**SMALL, **changes)
-    return build_model(cfg, num_classes=4, vocab_size=12, class_counts=COUNTS, max_tokens=5)
+    return build_model(cfg, num_classes=4, vocab_size=12, class_counts=COUNTS, max_tokens=5,
+                       image_size=16)
 
 
 def _batch(n=8, seed=0):
