@@ -162,7 +162,8 @@ def _run(args) -> int:
         local_runner.run_local(
             data_root=data, pipeline_root=pipeline_root, serving_dir=serving_dir,
             dataset_layout=layout, beam_pipeline_args=beam_args,
-            enable_cache=not args.no_cache, import_config=import_config, **settings)
+            enable_cache=not args.no_cache, import_config=import_config, progress=True,
+            **settings)
     except Exception as e:  # noqa: BLE001 - print what ran before failing
         failure = e
     try:

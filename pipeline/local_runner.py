@@ -24,9 +24,12 @@ ENV (all optional except SICOT_DATA):
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from typing import Any, Dict, Optional, Sequence
 
+from sicot import console
 from sicot.pipeline import configs
 from sicot.pipeline import pipeline as sicot_pipeline
 from sicot.trainer import options
@@ -64,11 +67,44 @@ def build_local_pipeline(
     )
 
 
-def run_local(**kwargs: Any) -> None:
-    """Builds (see `build_local_pipeline`) and runs the pipeline; raises if a component fails."""
+def run_local(*, progress: bool = False, **kwargs: Any) -> None:
+    """Builds (see `build_local_pipeline`) and runs the pipeline; raises if a component fails.
+
+    With `progress`, a bar on the terminal counts the components as they finish.
+    """
     from tfx import v1 as tfx
 
-    tfx.orchestration.LocalDagRunner().run(build_local_pipeline(**kwargs))
+    pipeline = build_local_pipeline(**kwargs)
+    with _component_progress(len(pipeline.components), enabled=progress):
+        tfx.orchestration.LocalDagRunner().run(pipeline)
+
+
+@contextlib.contextmanager
+def _component_progress(total: int, enabled: bool):
+    """Follows LocalDagRunner's own 'Component X is running/finished.' log records."""
+    if not enabled:
+        yield
+        return
+    absl_logger = logging.getLogger("absl")
+    bar = console.progress(total=total, unit="component", desc="sicot run")
+
+    class Follow(logging.Handler):
+        def emit(self, record):
+            if record.msg == "Component %s is running.":
+                bar.set_description(f"sicot run: {record.args[0]}")
+            elif record.msg == "Component %s is finished.":
+                bar.update(1)
+
+    handler, level = Follow(logging.INFO), absl_logger.level
+    absl_logger.addHandler(handler)
+    if absl_logger.getEffectiveLevel() > logging.INFO:
+        absl_logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        absl_logger.removeHandler(handler)
+        absl_logger.setLevel(level)
+        bar.close()
 
 
 def settings_from_env(env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
@@ -96,7 +132,7 @@ def settings_from_env(env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from absl import logging
+    from absl import logging as absl_logging
 
-    logging.set_verbosity(logging.INFO)
+    absl_logging.set_verbosity(absl_logging.INFO)
     run_local(**settings_from_env())

@@ -5,7 +5,7 @@ import argparse
 import os
 import re
 
-from sicot import contract
+from sicot import console, contract
 from sicot.errors import UserError
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -198,14 +198,14 @@ def run_predict(args) -> int:
             result = conn.predict(signature, inputs, version=args.model_version)
         except client.ClientError as e:
             print(f"sicot predict: error: {'REST' if args.rest else 'gRPC'} {address} answered "
-                  f"{e.code}: {e.message}", file=sys.stderr)
+                  f"{e.code}: {e.message}", file=console.stream())
             return 1
     finally:
         conn.close()
     if contract.CLASSES_OUTPUT not in result.outputs or contract.SCORES_OUTPUT not in result.outputs:
         print(f"sicot predict: error: signature {signature} has no '{contract.CLASSES_OUTPUT}'/"
               f"'{contract.SCORES_OUTPUT}' outputs "
-              f"(outputs: {sorted(result.outputs)})", file=sys.stderr)
+              f"(outputs: {sorted(result.outputs)})", file=console.stream())
         return 1
     top = result.top_k(0)
     if args.json:

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import tempfile
 
+from sicot import console
 from sicot.errors import UserError
 
 _COMMAND_MODULES = (
@@ -42,16 +45,40 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(subparsers)
+    for sub in subparsers.choices.values():
+        sub.add_argument("--verbose", action="store_true",
+                         help="show TensorFlow, absl and library messages here (by default they "
+                              "go to a log file under the run folder)")
     return parser
+
+
+# The folder each command works in (its option), where its log file goes; `serve` logs to the
+# terminal (a server's log is its output); the rest log under the system's temporary folder.
+_RUN_FOLDER_OPTION = {"demo": "workdir", "run": "pipeline_root", "train": "out",
+                      "import": "out", "synth": "out"}
+_TERMINAL_COMMANDS = ("serve",)
+
+
+def log_path(args) -> str:
+    folder = getattr(args, _RUN_FOLDER_OPTION.get(args.command, ""), None)
+    if not folder or not os.path.isdir(os.path.dirname(os.path.abspath(folder)) or "."):
+        folder = os.path.join(tempfile.gettempdir(), "sicot")
+    return os.path.join(folder, "logs", f"sicot-{args.command}.log")
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.verbose and args.command not in _TERMINAL_COMMANDS:
+        inherited = os.environ.get(console.LOG_ENV)
+        path = console.send_noise_to(inherited or log_path(args))
+        if console.quieted() and not inherited:
+            print(f"(TensorFlow and library messages: {path}; --verbose shows them here)",
+                  file=console.stream())
     try:
         code = args.handler(args)
     except UserError as e:
-        print(f"sicot {args.command}: error: {e}", file=sys.stderr)
+        print(f"sicot {args.command}: error: {e}", file=console.stream())
         return 2
     return int(code or 0)
 

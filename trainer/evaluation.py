@@ -15,7 +15,7 @@ import collections
 import dataclasses
 import json
 import os
-from sicot import contract
+from sicot import console, contract
 from sicot.errors import UserError
 from sicot.trainer.export import LABEL_COUNTS_FILE
 
@@ -144,16 +144,24 @@ def evaluate_saved_model(model_dir: str, data_dir: str, image_only: bool = False
         raise UserError(f"--model {saved_model_dir}: no signature {missing}")
 
     results, per_class = {}, {}
+    # One row per record: its class, band and each mode's top-1 answer (`sicot demo` picks its
+    # queries from these).
+    examples = [{"record_id": r[contract.RECORD_ID_KEY].decode("utf-8"),
+                 "label": r[contract.LABEL_KEY].decode("utf-8"),
+                 "band": class_bands.get(r[contract.LABEL_KEY].decode("utf-8"), contract.FEW)}
+                for r in records]
     for mode, signature_name in modes.items():
         signature = loaded.signatures[signature_name]
         tallies = collections.defaultdict(Tally)
         class_tallies = collections.defaultdict(Tally)
-        for start in range(0, len(records), batch_size):
+        for start in console.progress(range(0, len(records), batch_size), unit="batch",
+                                      desc=f"sicot evaluate: {mode}"):
             batch = records[start:start + batch_size]
             keys = contract.TEXT_KEYS if mode == contract.IMAGE_TEXT else ()
             inputs = {k: tf.constant([r[k] for r in batch]) for k in (contract.IMAGE_KEY, *keys)}
             classes = signature(**inputs)[contract.CLASSES_OUTPUT].numpy()
-            for record, predicted in zip(batch, classes):
+            for row, record, predicted in zip(examples[start:], batch, classes):
+                row[mode] = predicted[0].decode("utf-8")
                 label = record[contract.LABEL_KEY]
                 hit1 = bool(predicted[0] == label)
                 hit5 = bool(np.any(predicted[:5] == label))
@@ -177,7 +185,7 @@ def evaluate_saved_model(model_dir: str, data_dir: str, image_only: bool = False
             "rejected_reasons": dict(collections.Counter(
                 e["reason"].split(":", 1)[0] for e in rejected)),
             "train_classes_per_band": {b: band_classes.get(b, 0) for b in contract.BANDS},
-            "results": results, "per_class": per_class}
+            "results": results, "per_class": per_class, "examples": examples}
 
 
 def format_table(report: dict) -> str:

@@ -11,7 +11,7 @@ import math
 import os
 import time
 
-from sicot import contract
+from sicot import console, contract
 from sicot.trainer.export import export_serving_model
 from sicot.trainer.model_config import ModelConfig
 
@@ -106,7 +106,7 @@ def run_fn(fn_args):
     import tensorflow_transform as tft
 
     from sicot.trainer import distribution
-    from sicot.trainer.input import make_dataset, plan_shuffle, warn_if_grouped
+    from sicot.trainer.input import count_records, make_dataset, plan_shuffle, warn_if_grouped
     from sicot.trainer.sicot_model import build_model
 
     # MultiWorkerMirroredStrategy must exist before any other TF op runs in the process.
@@ -132,6 +132,13 @@ def run_fn(fn_args):
     grouped_share = None if shuffle.exact else warn_if_grouped(fn_args.train_files)
     steps_per_epoch = _steps_per_epoch(fn_args, config, shuffle.records)
     eval_steps = getattr(fn_args, "eval_steps", None) or None
+    if fn_args.eval_files and not eval_steps:
+        # Keras cannot tell how many batches a TFRecord dataset holds: without validation_steps
+        # it reads the validation data until it ends, then warns "Your input ran out of data"
+        # after every epoch. Give it the count (per worker: DATA sharding deals the batches
+        # out in turn, so each of n workers has at least batches // n).
+        batches = math.ceil(count_records(fn_args.eval_files) / config.batch_size)
+        eval_steps = max(1, batches // distribution.num_workers(tf_config))
 
     def dataset(files, training, balanced):
         return make_dataset(files, tf_transform_output, config.batch_size, training=training,
@@ -160,17 +167,38 @@ def run_fn(fn_args):
         def on_epoch_end(self, epoch, logs=None):
             history.setdefault("epoch_seconds", []).append(time.perf_counter() - self.start)
 
-    def fit(epochs, log_dir, ds):
+    class EpochProgress(keras.callbacks.Callback):
+        """One bar per epoch on the terminal: its steps, then its loss and validation."""
+
+        def __init__(self, stage):
+            super().__init__()
+            self.stage, self.bar = stage, None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.bar = console.progress(total=steps_per_epoch, unit="step",
+                                        desc=f"{self.stage} epoch {epoch + 1}/"
+                                             f"{self.params['epochs']}")
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.bar.update(1)
+
+        def on_epoch_end(self, epoch, logs=None):
+            shown = ("loss", "visual_accuracy", "val_loss", "val_visual_accuracy")
+            self.bar.set_postfix({k: f"{float(v):.3f}" for k, v in (logs or {}).items()
+                                  if k in shown})
+            self.bar.close()
+
+    def fit(epochs, log_dir, ds, stage):
         if epochs <= 0:
             return
         result = model.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
                            validation_data=eval_ds, validation_steps=eval_steps,
                            callbacks=[keras.callbacks.TensorBoard(log_dir=log_dir),
-                                      EpochTimer()], verbose=2)
+                                      EpochTimer(), EpochProgress(stage)], verbose=0)
         for key, values in result.history.items():
             history.setdefault(key, []).extend(float(v) for v in values)
 
-    fit(config.epochs, model_run_dir, train_ds)
+    fit(config.epochs, model_run_dir, train_ds, "train")
     if config.retrains_classifier:
         # cRT stage 2: frozen tower (BN in inference mode), fresh classifier, balanced sampling.
         with strategy.scope():
@@ -179,7 +207,7 @@ def run_fn(fn_args):
                                                sampled=model.sampled))
         distribution.prepare_model_for_multi_worker(model, strategy)
         fit(config.crt_epochs, os.path.join(model_run_dir, "crt_stage2"),
-            dataset(fn_args.train_files, True, True))
+            dataset(fn_args.train_files, True, True), "cRT stage 2")
         model.end_classifier_retraining()
 
     model.save(os.path.join(model_run_dir, KERAS_MODEL_FILE))

@@ -46,7 +46,7 @@ import unicodedata
 import warnings
 from dataclasses import asdict, dataclass, field
 
-from sicot import contract
+from sicot import console, contract
 from sicot.data.manifest import ManifestRow, find_split_files, permuted, read_manifest
 from sicot.errors import UserError
 
@@ -341,7 +341,6 @@ def import_dataset(data_dir, out_dir, config: ImportConfig = ImportConfig(), log
     Raises UserError (after writing the quarantine and report, and without leaving TFRecords)
     when a split's bad share exceeds `config.max_bad_fraction`."""
     import tensorflow as tf
-    from tqdm import tqdm
 
     config.validate()
     data_dir, out_dir = pathlib.Path(data_dir), pathlib.Path(out_dir)
@@ -361,9 +360,9 @@ def import_dataset(data_dir, out_dir, config: ImportConfig = ImportConfig(), log
             tmp = out_dir / (TFRECORD_PATTERN.format(split=split) + ".partial")
             partial.append(tmp)
             with tf.io.TFRecordWriter(str(tmp), options="GZIP") as writer:
-                rows = tqdm(permuted(read_manifest(manifest), config.order_seed),
-                            desc=f"import {split}", unit="rec",
-                            disable=not progress, mininterval=1)
+                rows = console.progress(permuted(read_manifest(manifest), config.order_seed),
+                                        desc=f"import {split}", unit="rec",
+                                        disable=not progress, mininterval=1)
                 for row in rows:
                     counts.records += 1
                     example, entry = convert_row(row, data_dir, config)
