@@ -38,7 +38,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sicot import contract
+from sicot import console, contract
 from sicot.data import vocabulary as vocab
 from sicot.errors import UserError
 
@@ -110,6 +110,15 @@ def class_label(attributes) -> str:
     """An opaque class name: a hash of the attribute names, so no word of it is in any text."""
     names = "/".join(names[i] for names, i in zip(_NAMES, attributes))
     return "sku-" + hashlib.sha1(names.encode("utf-8")).hexdigest()[:12]
+
+
+def class_name(attributes) -> str:
+    """A readable name for people (e.g. 'red striped leather handbag Elko'), metadata only:
+    classes.jsonl carries it beside the opaque label, training never sees it."""
+    brand, colour, material, pattern, category = (
+        names[i] for names, i in zip(_NAMES, attributes))
+    words = [colour, pattern if pattern != "plain" else "", material, category, brand]
+    return " ".join(w for w in words if w)
 
 
 def choose_attribute_tuples(num_classes: int, seed: int) -> np.ndarray:
@@ -323,7 +332,6 @@ def generate(config: SynthConfig, out_dir, workers: int = 1, progress: bool = Tr
              log=print) -> SynthSummary:
     """Write the data set to `out_dir`: <split>.jsonl, images/<split>/, classes.jsonl,
     dataset.json. Deterministic for the config, whatever `workers` is."""
-    from tqdm import tqdm
 
     global _WORKER_JOB
     config.validate()
@@ -343,11 +351,12 @@ def generate(config: SynthConfig, out_dir, workers: int = 1, progress: bool = Tr
         keys = vocab.ATTRIBUTE_NAMES
         for c in classes:
             attrs = ", ".join(f'"{k}": "{names[i]}"' for k, names, i in zip(keys, _NAMES, c.attributes))
-            f.write(f'{{"label": "{c.label}", "rank": {c.rank}, "train_count": {c.train_count}, '
+            f.write(f'{{"label": "{c.label}", "name": "{class_name(c.attributes)}", '
+                    f'"rank": {c.rank}, "train_count": {c.train_count}, '
                     f'"attributes": {{{attrs}}}}}\n')
 
     images = 0
-    bar = tqdm(total=total, unit="rec", desc="sicot synth", disable=not progress, mininterval=1)
+    bar = console.progress(total=total, unit="rec", desc="sicot synth", disable=not progress, mininterval=1)
     pool = None
     try:
         for split in contract.SPLITS:

@@ -32,6 +32,17 @@ def test_train_counts_follow_exponential_profile():
     assert synth.train_counts(1, 7, 100) == [7]
 
 
+def test_classes_have_readable_names_beside_the_sku_label(small_synth):
+    classes = _jsonl(small_synth / "classes.jsonl")
+    assert len({c["name"] for c in classes}) == len(classes)  # one name per class
+    for c in classes:
+        a = c["attributes"]
+        assert c["label"].startswith("sku-")
+        assert c["name"].startswith(a["colour"]) and c["name"].endswith(a["brand"])
+        assert f"{a['material']} {a['category']}" in c["name"]
+        assert (a["pattern"] in c["name"]) == (a["pattern"] != "plain")
+
+
 def test_generated_counts_match_profile_and_balanced_splits(small_config, small_synth):
     classes = _jsonl(small_synth / "classes.jsonl")
     expected = synth.train_counts(small_config.classes, small_config.max_per_class, small_config.imbalance)
