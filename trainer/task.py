@@ -132,13 +132,6 @@ def run_fn(fn_args):
     grouped_share = None if shuffle.exact else warn_if_grouped(fn_args.train_files)
     steps_per_epoch = _steps_per_epoch(fn_args, config, shuffle.records)
     eval_steps = getattr(fn_args, "eval_steps", None) or None
-    if fn_args.eval_files and not eval_steps:
-        # Keras cannot tell how many batches a TFRecord dataset holds: without validation_steps
-        # it reads the validation data until it ends, then warns "Your input ran out of data"
-        # after every epoch. Give it the count (per worker: DATA sharding deals the batches
-        # out in turn, so each of n workers has at least batches // n).
-        batches = math.ceil(count_records(fn_args.eval_files) / config.batch_size)
-        eval_steps = max(1, batches // distribution.num_workers(tf_config))
 
     def dataset(files, training, balanced):
         return make_dataset(files, tf_transform_output, config.batch_size, training=training,
@@ -148,6 +141,19 @@ def run_fn(fn_args):
 
     train_ds = dataset(fn_args.train_files, True, config.balanced_sampling)
     eval_ds = dataset(fn_args.eval_files, False, False) if fn_args.eval_files else None
+    if eval_ds is not None and not eval_steps:
+        # Keras cannot tell how many batches a TFRecord dataset holds: it read the validation
+        # data until it ended, then warned "Your input ran out of data" after every epoch.
+        # One worker: the dataset declares its size (ceil(records / batch); the eval input
+        # neither filters nor drops a remainder), so fit and any later evaluate read exactly
+        # that many batches. Multi-worker DATA sharding deals the batches out in turn, so a
+        # worker holds at least batches // n of them: give that as validation_steps.
+        batches = math.ceil(count_records(fn_args.eval_files) / config.batch_size)
+        workers = distribution.num_workers(tf_config)
+        if workers <= 1:
+            eval_ds = eval_ds.apply(tf.data.experimental.assert_cardinality(batches))
+        else:
+            eval_steps = max(1, batches // workers)
 
     with strategy.scope():
         model = build_model(config, len(class_names), vocab_size, class_counts, max_tokens,
