@@ -22,6 +22,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
     p.add_argument("--metadata-only", action="store_true", help="write classes and manifest text without images (for huge class counts)")
     p.add_argument("--images-for", type=int, default=0, metavar="K", help="with --metadata-only: render images for K classes spread from head to tail")
+    p.add_argument("--new-skus", type=int, default=0, metavar="N", help="hold N more classes out of training as new products: catalogue.jsonl (listing + photos), test photos in test.jsonl, labels in new_skus.json")
+    p.add_argument("--new-sku-photos", type=int, default=d.new_sku_photos, help=f"catalogue photos per new SKU (default {d.new_sku_photos})")
     p.add_argument("--workers", type=int, default=1, help="processes (default 1); output is identical for any value")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_synth)
@@ -49,7 +51,7 @@ def _synth(args) -> int:
         eval_per_class=args.eval_per_class, test_per_class=args.test_per_class,
         image_size=args.image_size, noise=args.noise, seed=args.seed,
         png_fraction=args.png_fraction, metadata_only=args.metadata_only,
-        images_for=args.images_for)
+        images_for=args.images_for, new_skus=args.new_skus, new_sku_photos=args.new_sku_photos)
     generate(config, args.out, workers=args.workers, progress=not args.no_progress)
     return 0
 

@@ -3,6 +3,7 @@
     sicot synth --out data/synth                       # 100 classes, imbalance 100, 64 px
     sicot synth --out /tmp/m --classes 1000000 --metadata-only --max-per-class 1 \\
         --eval-per-class 0 --test-per-class 0           # a million-class table, no images
+    sicot synth --out data/synth-new --new-skus 20       # + 20 new products in catalogue.jsonl
 
 Classes are attribute tuples (brand, colour, material, pattern, category) picked from a space
 of 1,228,800 (`vocabulary.py`). About a third of the classes are picked as "siblings" of an
@@ -17,6 +18,14 @@ Titles and tags are noisy marketplace text: synonyms and non-English words for a
 dropped and wrong attribute words, keywords of other products, promo phrases, shuffled word
 order, some empty titles and missing tags. The label is an opaque "sku-<hash of the attribute
 tuple>" that never appears in text or pixels.
+
+With `--new-skus N`, N more classes are "new products" held out of training: most are unseen
+combinations of attribute values that training classes use, and a quarter (where the training
+classes leave a value unused) carry one value no training class has, whose words the training
+text never shows. They have no training or eval records; `catalogue.jsonl` describes each (one
+noisy listing, `--new-sku-photos` photos in images/catalogue/, the format of
+`sicot.data.catalogue`), their `test_per_class` test photos are in test.jsonl, their labels in
+new_skus.json, and classes.jsonl lists them last with train_count 0 and "new_sku": true.
 
 Every record is generated from its own random generator seeded by (seed, split, index), so
 the output is byte-identical for the same arguments however the work is split over processes
@@ -44,7 +53,10 @@ from sicot.errors import UserError
 
 FORMAT_VERSION = 1
 SIBLING_FRACTION = 0.35
-_OWNED_FILES = ("train.jsonl", "eval.jsonl", "test.jsonl", "classes.jsonl", "dataset.json")
+_OWNED_FILES = ("train.jsonl", "eval.jsonl", "test.jsonl", "classes.jsonl", "dataset.json",
+                "catalogue.jsonl", "new_skus.json")
+CATALOGUE_SEED_SLOT = len(contract.SPLITS)  # record_seed's split slot of the catalogue's records
+NOVEL_VALUE_FRACTION = 0.25  # of the new SKUs: one attribute value no training class has
 
 
 
@@ -61,6 +73,8 @@ class SynthConfig:
     png_fraction: float = 0.1
     metadata_only: bool = False
     images_for: int = 0  # with metadata_only: render images for this many classes
+    new_skus: int = 0  # extra classes held out of training, described in catalogue.jsonl
+    new_sku_photos: int = 5  # catalogue photos per new SKU
 
     def validate(self) -> None:
         space = vocab.attribute_space_size()
@@ -78,6 +92,13 @@ class SynthConfig:
              f"--images-for must be 0..{self.classes} (the class count), got {self.images_for}"),
             (self.metadata_only or not self.images_for,
              "--images-for needs --metadata-only (without it every class gets images)"),
+            (self.new_skus >= 0, f"--new-skus must be >= 0, got {self.new_skus}"),
+            (self.new_skus + self.classes <= space,
+             f"--classes + --new-skus must be at most {space}"),
+            (self.new_sku_photos >= 0,
+             f"--new-sku-photos must be >= 0, got {self.new_sku_photos}"),
+            (not (self.metadata_only and self.new_skus),
+             "--new-skus needs images (not --metadata-only)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -152,6 +173,37 @@ def choose_classes(config: SynthConfig) -> list[SynthClass]:
     counts = train_counts(config.classes, config.max_per_class, config.imbalance)
     return [SynthClass(rank, class_label(attrs), tuple(attrs), n)
             for rank, (attrs, n) in enumerate(zip(tuples, counts))]
+
+
+def choose_new_skus(config: SynthConfig, classes: list[SynthClass]) -> list[SynthClass]:
+    """`config.new_skus` classes not among `classes` (ranks after them, train_count 0): unseen
+    combinations of attribute values the training classes use; NOVEL_VALUE_FRACTION of them
+    (as far as the training classes leave values unused) with one value none of them has."""
+    if not config.new_skus:
+        return []
+    rng = np.random.default_rng([config.seed, 2029])
+    taken = {c.attributes for c in classes}
+    used = [sorted({c.attributes[p] for c in classes}) for p in range(len(vocab.ATTRIBUTE_SIZES))]
+    unused = [sorted(set(range(n)) - set(u)) for n, u in zip(vocab.ATTRIBUTE_SIZES, used)]
+    novel_positions = [p for p, values in enumerate(unused) if values]
+    n_novel = int(round(config.new_skus * NOVEL_VALUE_FRACTION)) if novel_positions else 0
+    new = []
+    for attempt in range(1000 * config.new_skus + 1000):
+        if len(new) == config.new_skus:
+            break
+        attrs = [int(rng.choice(values)) for values in used]
+        if len(new) < n_novel:
+            p = novel_positions[len(new) % len(novel_positions)]
+            attrs[p] = int(rng.choice(unused[p]))
+        attrs = tuple(attrs)
+        if attrs in taken:
+            continue
+        taken.add(attrs)
+        new.append(SynthClass(len(classes) + len(new), class_label(attrs), attrs, 0))
+    if len(new) < config.new_skus:
+        raise UserError(f"--new-skus {config.new_skus}: only {len(new)} attribute tuples are "
+                          f"left that training classes do not use")
+    return new
 
 
 def split_class_ranks(config: SynthConfig, classes: list[SynthClass], split: str) -> np.ndarray:
@@ -276,8 +328,37 @@ def make_record(job: _Job, index: int, rank: int | None = None) -> dict:
 
 
 def record_seed(seed: int, split: str, index: int) -> int:
-    """The seed of one record's generator: distinct for every (seed, split, index)."""
-    return (seed << 40) | (contract.SPLITS.index(split) << 36) | index
+    """The seed of one record's generator: distinct for every (seed, split, index); the
+    catalogue's records use the slot after the splits."""
+    slot = CATALOGUE_SEED_SLOT if split == "catalogue" else contract.SPLITS.index(split)
+    return (seed << 40) | (slot << 36) | index
+
+
+def write_catalogue(config: SynthConfig, new: list[SynthClass], out_dir: pathlib.Path) -> int:
+    """catalogue.jsonl (one noisy listing and `new_sku_photos` photos per new SKU) and
+    new_skus.json; returns the number of photos written."""
+    from sicot.data import render
+    from sicot.data.catalogue import write_catalogue as write_lines
+
+    folder = out_dir / "images" / "catalogue"
+    folder.mkdir(parents=True, exist_ok=True)
+    lines, photos = [], 0
+    for j, cls in enumerate(new):
+        rng = random.Random(record_seed(config.seed, "catalogue", j))
+        title, tags = make_text(cls.attributes, config.noise, rng)
+        images = []
+        for k in range(config.new_sku_photos):
+            image_rng = np.random.default_rng(rng.getrandbits(64))
+            img = render.render_product(cls.attributes, config.image_size, image_rng)
+            path = f"images/catalogue/{j:05d}_{k}.jpg"
+            (out_dir / path).write_bytes(render.encode(img, "jpeg", 70 + int(rng.random() * 26)))
+            images.append(path)
+            photos += 1
+        lines.append({"label": cls.label, "title": title, "tags": tags, "images": images})
+    write_lines(out_dir / "catalogue.jsonl", lines)
+    (out_dir / "new_skus.json").write_text(json.dumps([c.label for c in new]) + "\n",
+                                           encoding="utf-8")
+    return photos
 
 
 _WORKER_JOB: _Job | None = None
@@ -341,19 +422,24 @@ def generate(config: SynthConfig, out_dir, workers: int = 1, progress: bool = Tr
     out_dir = pathlib.Path(out_dir)
     _prepare_out_dir(out_dir)
     classes = choose_classes(config)
+    new = choose_new_skus(config, classes)
     rendered = rendered_ranks(config)
-    plans = {split: split_class_ranks(config, classes, split) for split in contract.SPLITS}
+    # New SKUs have test photos only (train_count 0, no eval records).
+    plans = {split: split_class_ranks(config, classes + new if split == contract.TEST_SPLIT
+                                      else classes, split)
+             for split in contract.SPLITS}
     total = sum(len(r) for r in plans.values())
 
     with open(out_dir / "classes.jsonl", "w", encoding="utf-8") as f:
         # Formatted by hand for speed at a million classes; every name is plain ASCII without
         # quotes or backslashes (tests parse the file with json).
         keys = vocab.ATTRIBUTE_NAMES
-        for c in classes:
+        for c in classes + new:
             attrs = ", ".join(f'"{k}": "{names[i]}"' for k, names, i in zip(keys, _NAMES, c.attributes))
+            extra = ', "new_sku": true' if c.rank >= len(classes) else ""
             f.write(f'{{"label": "{c.label}", "name": "{class_name(c.attributes)}", '
                     f'"rank": {c.rank}, "train_count": {c.train_count}, '
-                    f'"attributes": {{{attrs}}}}}\n')
+                    f'"attributes": {{{attrs}}}{extra}}}\n')
 
     images = 0
     bar = console.progress(total=total, unit="rec", desc="sicot synth", disable=not progress, mininterval=1)
@@ -361,7 +447,7 @@ def generate(config: SynthConfig, out_dir, workers: int = 1, progress: bool = Tr
     try:
         for split in contract.SPLITS:
             ranks = plans[split]
-            job = _Job(config, classes, rendered, out_dir, split, ranks,
+            job = _Job(config, classes + new, rendered, out_dir, split, ranks,
                        max(6, len(str(max(len(ranks) - 1, 0)))))
             if rendered is None or rendered:
                 (out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
@@ -392,6 +478,8 @@ def generate(config: SynthConfig, out_dir, workers: int = 1, progress: bool = Tr
         if pool is not None:
             pool.terminate()
 
+    if new:
+        images += write_catalogue(config, new, out_dir)
     records = {split: int(len(plans[split])) for split in contract.SPLITS}
     counts = [c.train_count for c in classes]
     # The printed summary uses the default band edges; the trainer's are its Transform's.
@@ -405,6 +493,7 @@ def generate(config: SynthConfig, out_dir, workers: int = 1, progress: bool = Tr
         "num_classes": config.classes,
         "records": records,
         "images": images,
+        "new_skus": len(new),
         "attribute_space": dict(zip(vocab.ATTRIBUTE_NAMES, vocab.ATTRIBUTE_SIZES)),
     }
     (out_dir / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -414,5 +503,7 @@ def generate(config: SynthConfig, out_dir, workers: int = 1, progress: bool = Tr
         f"eval={records['eval']} test={records['test']}, {images} images, "
         f"bands (training images per class) many>{high}: {bands[contract.MANY]}, "
         f"medium {low}-{high}: {bands[contract.MEDIUM]}, "
-        f"few<{low}: {bands[contract.FEW]}; {seconds:.1f}s -> {out_dir}")
+        f"few<{low}: {bands[contract.FEW]}"
+        + (f", {len(new)} new SKUs in catalogue.jsonl" if new else "")
+        + f"; {seconds:.1f}s -> {out_dir}")
     return SynthSummary(out_dir, records, images, bands, seconds)
