@@ -43,6 +43,7 @@ setup(
         "prometheus_client",
         "pillow",
         "numpy",
+        "faiss-cpu",  # sicot index: approximate visual search over large catalogues
         "tqdm",
         "matplotlib",
     ],

@@ -2,6 +2,7 @@
 
   sicot.data.cli       synth, import
   sicot.trainer.cli    train, evaluate
+  sicot.trainer.enroll enroll
   sicot.pipeline.cli   run, compile
   sicot.serving.cli    serve, predict
   sicot.demo           demo (the README's main job)
@@ -24,6 +25,7 @@ from sicot.errors import UserError
 _COMMAND_MODULES = (
     "sicot.data.cli",
     "sicot.trainer.cli",
+    "sicot.trainer.enroll",
     "sicot.pipeline.cli",
     "sicot.serving.cli",
     "sicot.demo",

@@ -117,6 +117,10 @@ TRANSFORM_SIGNATURE = "transform_features"
 EVAL_SIGNATURE = "eval_examples"
 SIGNATURES = (IMAGE_SIGNATURE, IMAGE_TEXT_SIGNATURE, EXAMPLES_SIGNATURE, TRANSFORM_SIGNATURE,
               EVAL_SIGNATURE)
+# Visual search over a model's catalogue items (present when `sicot enroll` gave it some).
+SEARCH_IMAGE_SIGNATURE = "search_image"
+SEARCH_IMAGE_TEXT_SIGNATURE = "search_image_text"
+SEARCH_SIGNATURES = (SEARCH_IMAGE_SIGNATURE, SEARCH_IMAGE_TEXT_SIGNATURE)
 
 EXAMPLES_INPUT = "examples"  # serialized tf.Example [None]
 
@@ -125,6 +129,10 @@ CLASSES_OUTPUT = "classes"  # top-k class names [B, k]
 CLASS_IDS_OUTPUT = "class_ids"  # [B, k] int64
 SCORES_OUTPUT = "scores"  # softmax of the head's plain logits [B, k]
 EMBEDDING_OUTPUT = EMBEDDING
+# outputs of the search signatures, best first: [B, k] strings and cosine similarities
+ITEM_IDS_OUTPUT = "item_ids"
+ITEM_LABELS_OUTPUT = "labels"
+ITEM_SCORES_OUTPUT = SCORES_OUTPUT
 
 # -- query modes: what a shopper sends; also the outputs of EVAL_SIGNATURE ----------------------
 IMAGE_ONLY = "image_only"

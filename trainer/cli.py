@@ -133,7 +133,9 @@ def _train(args) -> int:
               "transform": transform_config.to_dict(), "examples": result.num_examples,
               "eval_split": eval_split, "steps_per_epoch": steps_per_epoch,
               "train_seconds": train_seconds, "total_seconds": time.perf_counter() - wall,
-              "epoch_seconds": history.get("epoch_seconds", []), "saved_model": serving_dir}
+              "epoch_seconds": history.get("epoch_seconds", []), "saved_model": serving_dir,
+              "transform_output": result.transform_output_dir,
+              "transformed_files": result.transformed_files}
     with open(os.path.join(out, "train_report.json"), "w") as f:
         json.dump(report, f, indent=2)
     print(f"sicot train: {args.model}: {config.epochs} epochs x {steps_per_epoch} steps in "

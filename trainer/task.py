@@ -217,6 +217,15 @@ def run_fn(fn_args):
         model.end_classifier_retraining()
 
     model.save(os.path.join(model_run_dir, KERAS_MODEL_FILE))
+    if not model.sampled:  # what `sicot enroll` fits on the trained classes, once
+        from sicot.trainer import enrolled_model, enrollment
+
+        start = time.perf_counter()
+        calibration = enrolled_model.fit_model_calibration(model, fn_args.train_files,
+                                                           tf_transform_output)
+        enrollment.save_calibration(calibration, os.path.join(model_run_dir,
+                                                              enrollment.CALIBRATION_FILE))
+        history["enrollment_calibration_seconds"] = time.perf_counter() - start
     with open(os.path.join(model_run_dir, HISTORY_FILE), "w") as f:
         json.dump({"config": config.to_dict(), "steps_per_epoch": steps_per_epoch,
                    "input": {**shuffle.to_dict(), "neighbour_label_share": grouped_share},

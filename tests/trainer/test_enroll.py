@@ -1,0 +1,287 @@
+"""`sicot enroll` on real (tiny) trained models: what changes, what does not, and the search
+signatures of the enrolled SavedModel against the eager model."""
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (registers the tokenizer ops of the TFT graph)
+
+from sicot.cli import main
+from sicot.errors import UserError
+from sicot.trainer import enroll
+from sicot.trainer.enrolled_model import head_rows
+
+
+
+def _tiny_dataset_module():
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "tiny_dataset.py")
+    spec = importlib.util.spec_from_file_location("sicot_tests_tiny_dataset_enroll", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TINY = _tiny_dataset_module()
+NEW_COLOURS = {"teal_new": (30, 140, 140), "grey_new": (128, 128, 128)}
+
+
+def _train(root, transform, preset, **changes):
+    """A `sicot train --out`-like folder from the TFX run_fn (1 short epoch)."""
+    from tfx.v1.components import FnArgs
+
+    from sicot.trainer.model_config import ModelConfig
+    from sicot.trainer.task import run_fn
+
+    config = ModelConfig.preset(preset).replace(
+        image_size=16, embedding_dim=8, token_dim=6, attention_rank=3, epochs=1, crt_epochs=1,
+        batch_size=16, **changes)
+    out = os.path.join(root, preset)
+    run_fn(FnArgs(train_files=[transform.transformed_files["train"]],
+                  eval_files=[transform.transformed_files["eval"]],
+                  transform_output=transform.transform_output_dir,
+                  transform_graph_path=transform.transform_output_dir,
+                  serving_model_dir=os.path.join(out, "export", "1"),
+                  model_run_dir=os.path.join(out, "run"), train_steps=4, eval_steps=None,
+                  custom_config={"model": config.to_dict()}))
+    with open(os.path.join(out, "train_report.json"), "w") as f:
+        json.dump({"model": preset, "transform_output": transform.transform_output_dir,
+                   "transformed_files": transform.transformed_files,
+                   "saved_model": os.path.join(out, "export", "1")}, f)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("enroll")
+    transform = TINY.build(str(root / "data"))
+    return {"sicot": _train(str(root), transform, "sicot"),
+            "cosine": _train(str(root), transform, "cosine"), "root": root}
+
+
+@pytest.fixture(scope="module")
+def catalogue(trained):
+    """Two new SKUs (2 photos; listing only), an update of a trained class, and bad lines."""
+    folder = trained["root"] / "catalogue"
+    (folder / "photos").mkdir(parents=True)
+    rng = np.random.default_rng(9)
+    for name, colour in NEW_COLOURS.items():
+        for i in range(2):
+            (folder / "photos" / f"{name}{i}.png").write_bytes(TINY.image_bytes(colour, rng))
+    (folder / "photos" / "class2.png").write_bytes(TINY.image_bytes(TINY.COLOURS[2], rng))
+    lines = [
+        {"label": "teal_new", "title": "word1 teal", "tags": ["gift"],
+         "images": ["photos/teal_new0.png", "photos/teal_new1.png", "photos/nope.png"]},
+        {"label": "grey_listing", "title": "word3 sale", "tags": ["shop"]},
+        {"label": "class2", "title": "word2", "images": ["photos/class2.png"]},
+        "{broken",
+        {"label": "ghost", "title": "zzz unknownword"},  # no photo, no known word
+    ]
+    path = folder / "catalogue.jsonl"
+    path.write_text("".join((l if isinstance(l, str) else json.dumps(l)) + "\n"
+                            for l in lines))
+    return path
+
+
+@pytest.fixture(scope="module")
+def enrolled(trained, catalogue):
+    out = str(trained["root"] / "enrolled")
+    report = enroll.enroll_folder(trained["sicot"], str(catalogue), out, log=lambda *_: None)
+    return {"out": out, "report": report}
+
+
+def _load_keras(folder):
+    import keras
+
+    from sicot.trainer import sicot_model  # noqa: F401
+
+    return keras.saving.load_model(os.path.join(folder, "run", "model.keras"))
+
+
+def _saved(folder):
+    from sicot.trainer.evaluation import resolve_saved_model_dir
+
+    return tf.saved_model.load(resolve_saved_model_dir(folder))
+
+
+def _queries():
+    rng = np.random.default_rng(3)
+    images = [TINY.image_bytes(c, rng) for c in TINY.COLOURS + list(NEW_COLOURS.values())]
+    return tf.constant(images)
+
+
+def test_empty_catalogue_changes_nothing_for_trained_classes(trained, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    report = enroll.enroll_folder(trained["sicot"], str(empty), str(tmp_path / "out"),
+                                  log=lambda *_: None)
+    assert report["new_classes"] == 0 and report["items"] == 0
+    base, same = _saved(trained["sicot"]), _saved(str(tmp_path / "out"))
+    assert not any(s.startswith("search") for s in same.signatures)  # nothing to search
+    images = _queries()
+    title = tf.constant(["word1 sale"] * len(images))
+    tags = tf.constant(["gift"] * len(images))
+    for name, args in (("serving_default", {"image": images}),
+                       ("serving_image_text", {"image": images, "title": title, "tags": tags})):
+        a, b = base.signatures[name](**args), same.signatures[name](**args)
+        for key in ("class_ids", "classes"):
+            np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
+        for key in ("scores", "embedding"):
+            np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_trained_logits_are_unchanged_and_enrolled_classes_appended(trained, enrolled):
+    import tensorflow_transform as tft
+
+    from sicot.trainer.enrolled_model import transform_raw
+
+    base, new = _load_keras(trained["sicot"]), _load_keras(enrolled["out"])
+    assert new.num_classes == base.num_classes + 2  # teal_new, grey_listing
+    names = json.load(open(os.path.join(enrolled["out"], "run", "class_names.json")))
+    assert names[-2:] == ["teal_new", "grey_listing"] and names.count("class2") == 1
+    tto = tft.TFTransformOutput(json.load(open(os.path.join(
+        trained["sicot"], "train_report.json")))["transform_output"])
+    pixels, tokens = transform_raw(tto, list(_queries().numpy()), ["word1 sale"] * 8)
+    inputs = {"image": pixels, "tokens": tokens}
+    a, b = base(inputs, training=False), new(inputs, training=False)
+    for key in ("visual_logits", "semantic_logits", "fused_logits"):
+        assert b[key].shape[1] == a[key].shape[1] + 2
+        np.testing.assert_array_equal(b[key][:, :base.num_classes], a[key])
+    for a_weight, b_weight in zip(base.get_weights(), new.base.get_weights()):
+        np.testing.assert_array_equal(a_weight, b_weight)
+
+
+def test_report_and_quarantine(enrolled):
+    report = enrolled["report"]
+    assert (report["new_classes"], report["updated_classes"], report["trained_labels"]) == (
+        2, 0, 1)
+    entries = {e["label"]: e for e in report["entries"]}
+    assert entries["teal_new"]["photos"] == 2 and entries["grey_listing"]["photos"] == 0
+    assert entries["grey_listing"]["text_used"] and entries["class2"]["class"].startswith(
+        "trained")
+    assert set(report["offsets"]) == {"visual", "semantic", "fused"}
+    quarantine = [json.loads(l) for l in open(
+        os.path.join(enrolled["out"], "catalogue_quarantine.jsonl"))]
+    assert sorted(q["reason"].split(":")[0] for q in quarantine) == [
+        "bad_json", "missing_image", "no_evidence"]
+    assert report["items"] == 2 + 1 + 1  # teal photos, the listing item, the class2 photo
+
+
+def test_enrolled_signatures_agree_with_the_eager_model(enrolled):
+    import tensorflow_transform as tft
+
+    from sicot.data.search_index import SearchItems, item_vectors
+    from sicot.trainer.enrolled_model import transform_raw
+
+    model = _load_keras(enrolled["out"])
+    loaded = _saved(enrolled["out"])
+    report = json.load(open(os.path.join(enrolled["out"], "train_report.json")))
+    tto = tft.TFTransformOutput(report["transform_output"])
+    names = json.load(open(os.path.join(enrolled["out"], "run", "class_names.json")))
+    items = SearchItems.load(os.path.join(enrolled["out"], "run", "search_items.npz"))
+    images = _queries()
+    n = len(images)
+    titles, tags = ["word1 teal"] * (n // 2) + [""] * (n - n // 2), ["gift"] * n
+    pixels, tokens = transform_raw(tto, list(images.numpy()), titles, tags)
+    image_only = model({"image": pixels}, training=False)
+    with_text = model({"image": pixels, "tokens": tokens}, training=False)
+    text_args = {"title": tf.constant(titles), "tags": tf.constant(tags)}
+    for signature, logits, args in (
+            ("serving_default", image_only["visual_logits"], {}),
+            ("serving_image_text", with_text["fused_logits"], text_args)):
+        served = loaded.signatures[signature](image=images, **args)
+        probs = tf.nn.softmax(logits).numpy()
+        ids = np.argsort(-probs, axis=1)[:, :5]
+        np.testing.assert_array_equal(served["class_ids"].numpy(), ids)
+        np.testing.assert_allclose(served["scores"].numpy(), np.take_along_axis(probs, ids, 1),
+                                   rtol=1e-4, atol=1e-6)
+        assert [[c.decode() for c in row] for row in served["classes"].numpy()] == [
+            [names[i] for i in row] for row in ids]
+    # exact search = numpy cosine top-k over the saved items, by the items' own vector rule
+    image_q, text_q = item_vectors(image_only["embedding"].numpy(), with_text["semantic"].numpy())
+    for signature, query, matrix, args in (
+            ("search_image", image_q, items.image, {}),
+            ("search_image_text", text_q, items.image_text, text_args)):
+        scores = query @ matrix.T
+        order = np.argsort(-scores, axis=1)[:, :min(10, len(items))]
+        found = loaded.signatures[signature](image=images, **args)
+        np.testing.assert_allclose(found["scores"].numpy(),
+                                   np.take_along_axis(scores, order, 1), rtol=1e-4, atol=1e-5)
+        assert [[i.decode() for i in row] for row in found["item_ids"].numpy()] == [
+            [items.item_ids[j] for j in row] for row in order]
+        assert [[i.decode() for i in row] for row in found["labels"].numpy()] == [
+            [items.labels[j] for j in row] for row in order]
+
+
+def test_search_returns_the_item_itself_first_for_a_catalogue_photo(enrolled, catalogue):
+    loaded = _saved(enrolled["out"])
+    folder = os.path.dirname(catalogue)
+    paths = ["photos/teal_new0.png", "photos/teal_new1.png", "photos/class2.png"]
+    labels = ["teal_new", "teal_new", "class2"]
+    images = tf.constant([open(os.path.join(folder, p), "rb").read() for p in paths])
+    listings = {"title": tf.constant(["word1 teal", "word1 teal", "word2"]),  # their own
+                "tags": tf.constant(["gift", "gift", ""])}
+    for signature, extra in (("search_image", {}), ("search_image_text", listings)):
+        found = loaded.signatures[signature](image=images, **extra)
+        first = [i.decode() for i in found["item_ids"].numpy()[:, 0]]
+        assert first == [f"{l}/{p}" for l, p in zip(labels, paths)], signature
+        np.testing.assert_allclose(found["scores"].numpy()[:, 0], 1.0, atol=1e-5)
+
+
+def test_visual_only_model_refuses_a_sku_without_photos(trained, catalogue, tmp_path):
+    with pytest.raises(UserError, match=r"no text branch.*catalogue.jsonl:2 \('grey_listing'\)"):
+        enroll.enroll_folder(trained["cosine"], str(catalogue), str(tmp_path / "o"),
+                             log=lambda *_: None)
+    with pytest.raises(UserError, match="--no-text"):
+        enroll.enroll_folder(trained["sicot"], str(catalogue), str(tmp_path / "o"),
+                             use_text=False, log=lambda *_: None)
+    photos_only = tmp_path / "photos.jsonl"
+    folder = os.path.dirname(catalogue)
+    photos_only.write_text(json.dumps({"label": "teal_new", "images": [
+        os.path.join(folder, "photos", "teal_new0.png")]}) + "\n")
+    # an absolute path outside the catalogue's folder breaks the path rule: the photo is
+    # quarantined, and the SKU, left without photos, is refused
+    with pytest.raises(UserError, match=r"photos.jsonl:1 \('teal_new', its 1 photo\(s\) "
+                                        r"quarantined\)"):
+        enroll.enroll_folder(trained["cosine"], str(photos_only), str(tmp_path / "c"),
+                             log=lambda *_: None)
+    report = enroll.enroll_folder(trained["cosine"], str(catalogue_without_listing_only(
+        catalogue, tmp_path)), str(tmp_path / "c"), log=lambda *_: None)
+    assert (report["new_classes"], report["trained_labels"]) == (1, 1)
+    assert report["calibration"]["text_weight"] == 0.0
+
+
+def catalogue_without_listing_only(catalogue, tmp_path):
+    """The test catalogue without its photo-less lines, in the same folder."""
+    lines = [l for l in open(catalogue).read().splitlines()
+             if l.startswith("{\"") and "images" in l]
+    path = os.path.join(os.path.dirname(catalogue), "with_photos.jsonl")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def test_enrolling_onto_an_enrolled_model_updates_enrolled_classes(enrolled, catalogue, tmp_path):
+    again = tmp_path / "again.jsonl"
+    again.write_text(json.dumps({"label": "teal_new", "title": "word1",
+                                 "images": [os.path.join("photos", "teal_new1.png")]}) + "\n")
+    os.link(again, os.path.join(os.path.dirname(catalogue), "again.jsonl"))
+    out = str(tmp_path / "second")
+    report = enroll.enroll_folder(enrolled["out"], os.path.join(os.path.dirname(catalogue),
+                                                                "again.jsonl"), out,
+                                  log=lambda *_: None)
+    assert (report["new_classes"], report["updated_classes"]) == (0, 1)
+    names = json.load(open(os.path.join(out, "run", "class_names.json")))
+    assert names == json.load(open(os.path.join(enrolled["out"], "run", "class_names.json")))
+    items = json.load(open(os.path.join(out, "run", "enrolment.json")))
+    assert items["items"] == enrolled["report"]["items"] - 1  # teal: 2 photos -> 1
+    assert "teal_new" in items["enrolled_labels"] and "grey_listing" in items["enrolled_labels"]
+
+
+def test_enroll_command_line_errors(capsys, tmp_path):
+    code = main(["enroll", "--model", str(tmp_path), "--catalog", str(tmp_path / "c.jsonl"),
+                 "--out", str(tmp_path / "o")])
+    assert code == 2 and "run/model.keras" in capsys.readouterr().err

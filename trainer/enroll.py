@@ -1,0 +1,372 @@
+"""`sicot enroll`: add catalogue SKUs to a trained model, no gradient step.
+
+    sicot enroll --model runs/sicot --catalog new/catalogue.jsonl --out runs/sicot-enrolled \\
+        [--max-images-per-sku K] [--no-text]
+
+MODEL is a `sicot train --out` folder or an earlier `sicot enroll --out` folder. OUT is laid
+out like a `sicot train --out` folder, so `sicot evaluate --model OUT` and `sicot serve
+--model-base-path OUT/export` work on it unchanged:
+    OUT/export/<version>/               SavedModel: the trained + enrolled classes, and the
+                                        search signatures over the catalogue's items
+    OUT/run/model.keras                 the enrolled Keras model (towers copied bit for bit)
+    OUT/run/class_names.json            class names in class-id order (trained, then enrolled)
+    OUT/run/search_items.npz            the search items (`sicot.data.search_index`)
+    OUT/run/enrollment_calibration.npz  what enrolment fitted on the trained classes
+    OUT/run/enrolment.json              every enrolled SKU: label, source line, photos, words
+    OUT/train_report.json               the base model's report + what was enrolled
+    OUT/catalogue_quarantine.jsonl      catalogue lines or photos that could not be used
+How a class is built from photos and listing text: `sicot.trainer.enrollment`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+
+from sicot import contract
+from sicot.errors import UserError
+from sicot.trainer import enrollment
+
+CLASS_NAMES_FILE = "class_names.json"
+CALIBRATION_FILE = enrollment.CALIBRATION_FILE
+ENROLMENT_FILE = "enrolment.json"
+TRAIN_REPORT = "train_report.json"
+TRANSFORM_STAMP = "transform_stamp.json"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "enroll", help="add catalogue SKUs (listing text + 0..n photos) to a trained model",
+        description="Enrol new or updated SKUs from a catalogue JSONL file into a trained model "
+                    "without a gradient step, and index their photos for visual search. The "
+                    "output folder is laid out like `sicot train --out`.")
+    p.add_argument("--model", required=True,
+                   help="`sicot train --out` folder (or an earlier `sicot enroll --out`)")
+    p.add_argument("--catalog", required=True,
+                   help="catalogue JSONL: {label, title, tags, images} per line")
+    p.add_argument("--out", required=True, help="output folder (like `sicot train --out`)")
+    p.add_argument("--max-images-per-sku", type=int, default=None, metavar="K",
+                   help="enrol at most K photos per SKU (the first K good ones)")
+    p.add_argument("--no-text", action="store_true",
+                   help="ignore the listing text (photos only, as a visual-only model)")
+    p.add_argument("--trained-budget", type=float, default=enrollment.DEFAULT_TRAINED_BUDGET,
+                   metavar="SHARE",
+                   help="at most this share of the trained classes' own training photos may be "
+                        "answered with an enrolled class; sets the enrolled classes' offset "
+                        f"(default {enrollment.DEFAULT_TRAINED_BUDGET})")
+    p.set_defaults(handler=_enroll_command)
+
+
+# ---------------------------------------------------------------------------------------------
+# The model folder
+
+
+@dataclasses.dataclass
+class ModelFolder:
+    path: str
+    run_dir: str
+    report: dict
+    transform_output: str
+    train_files: list
+
+    @property
+    def keras_path(self):
+        from sicot.trainer.task import KERAS_MODEL_FILE
+
+        return os.path.join(self.run_dir, KERAS_MODEL_FILE)
+
+
+def read_model_folder(path: str) -> ModelFolder:
+    """The parts of a `sicot train` / `sicot enroll` output folder that enrolment needs."""
+    from sicot.trainer.task import KERAS_MODEL_FILE
+
+    run_dir = os.path.join(path, "run")
+    if not os.path.isfile(os.path.join(run_dir, KERAS_MODEL_FILE)):
+        raise UserError(f"--model {path}: no run/{KERAS_MODEL_FILE} (expected a `sicot train "
+                        f"--out` or `sicot enroll --out` folder)")
+    report = {}
+    if os.path.isfile(os.path.join(path, TRAIN_REPORT)):
+        with open(os.path.join(path, TRAIN_REPORT)) as f:
+            report = json.load(f)
+    transform_output = report.get("transform_output")
+    train_files = report.get("transformed_files", {}).get("train")
+    if not transform_output:  # a folder trained before the report named its Transform output
+        stamp = os.path.join(path, "work", TRANSFORM_STAMP)
+        if os.path.isfile(stamp):
+            with open(stamp) as f:
+                result = json.load(f)["result"]
+            transform_output = result["transform_output_dir"]
+            train_files = result["transformed_files"].get("train")
+    if not transform_output or not os.path.isdir(transform_output):
+        raise UserError(f"--model {path}: cannot find its Transform output (train_report.json "
+                        f"names none, or it was deleted: {transform_output})")
+    return ModelFolder(path, run_dir, report, transform_output,
+                       [train_files] if isinstance(train_files, str) else list(train_files or []))
+
+
+def read_class_names(folder: ModelFolder, tf_transform_output) -> list:
+    path = os.path.join(folder.run_dir, CLASS_NAMES_FILE)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    return [c.decode("utf-8") if isinstance(c, bytes) else c
+            for c in tf_transform_output.vocabulary_by_name(contract.LABEL_VOCAB_NAME)]
+
+
+def load_or_fit_calibration(model, folder: ModelFolder, tf_transform_output, log=print):
+    """The base model's calibration (fitted once on its training examples and kept in its
+    run folder by `sicot train`, or by an earlier enrolment), else fitted now."""
+    path = os.path.join(folder.run_dir, CALIBRATION_FILE)
+    if os.path.isfile(path):
+        calibration = enrollment.load_calibration(path)
+        if calibration is not None:  # None: written by an older version of enrolment
+            return calibration
+    if not folder.train_files:
+        raise UserError(f"--model {folder.path}: no {CALIBRATION_FILE} and no training "
+                        f"examples to fit one on")
+    from sicot.trainer import enrolled_model
+
+    start = time.perf_counter()
+    calibration = enrolled_model.fit_model_calibration(model, folder.train_files,
+                                                       tf_transform_output)
+    log(f"sicot enroll: fitted the calibration on the trained classes in "
+        f"{time.perf_counter() - start:.1f}s")
+    return calibration
+
+
+# ---------------------------------------------------------------------------------------------
+# Enrolment
+
+
+def _placeholder_image() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@dataclasses.dataclass
+class EnrolResult:
+    model: object            # EnrolledSICoTModel
+    class_names: list
+    items: object            # SearchItems
+    report: dict
+    quarantine: list
+
+
+def _enrolled_prototypes(model) -> dict:
+    """head name -> [N, D] prototypes of the classes a model already has enrolled."""
+    from sicot.trainer import enrolled_model
+    from sicot.trainer.enrolled_sicot_model import EnrolledSICoTModel
+
+    if not isinstance(model, EnrolledSICoTModel):
+        return {}
+    return {name: np.asarray(model.enrolled_head(name).prototypes.numpy(), np.float64)
+            for name in enrolled_model.model_heads(model)}
+
+
+def enroll_skus(model, calibration, tf_transform_output, class_names, skus, *,
+                use_text: bool = True, items=None,
+                trained_budget: float = enrollment.DEFAULT_TRAINED_BUDGET) -> EnrolResult:
+    """The enrolled model for catalogue SKUs (`sicot.data.catalogue.CatalogueSku`).
+
+    `model` is a trained SICoTModel or an earlier EnrolledSICoTModel, `class_names` its class
+    names in id order. A SKU whose label is a trained class changes no classifier (the trained
+    row has far more evidence than a catalogue entry): its photos become search items. A SKU
+    whose label was enrolled before gets a new prototype; any other is a new class.
+    Raises UserError when a SKU has no photos and the model (or `use_text=False`) cannot read
+    text. A SKU with no photos whose listing has no word of the model's vocabulary cannot be
+    placed anywhere: it goes to the returned quarantine with reason `no_evidence`.
+    """
+    from sicot.data.search_index import LISTING_ITEM, SearchItems, item_vectors
+    from sicot.trainer import enrolled_model
+
+    base = enrolled_model.base_model(model)
+    text_model = base.model_config.uses_text
+    use_text = use_text and text_model
+    photo_less = [s for s in skus if not s.images]
+    if photo_less and not use_text:
+        why = ("has no text branch (a visual-only model)" if not text_model
+               else "was asked to ignore the text (--no-text)")
+        names = ", ".join(f"{s.source} ({s.label!r}" + (
+            f", its {s.rejected_images} photo(s) quarantined" if s.rejected_images else "")
+            + ")" for s in photo_less[:5])
+        raise UserError(f"--catalog: the model {why}, so it cannot enrol a SKU without "
+                        f"photos: {names}" + (f" and {len(photo_less) - 5} more"
+                                              if len(photo_less) > 5 else "")
+                        + "; add photos to them or leave them out")
+    dim = base.model_config.embedding_dim
+    # One Transform + embedding pass over every photo, and one over the listings.
+    photo_rows = [(i, img) for i, s in enumerate(skus) for img in s.images]
+    images, tokens = enrolled_model.transform_raw(
+        tf_transform_output, [img for _, img in photo_rows],
+        [skus[i].title for i, _ in photo_rows], [skus[i].tags for i, _ in photo_rows])
+    photo_emb = (enrolled_model.embed(base, images, tokens if text_model else None)
+                 if images is not None else {})
+    _, listing_tokens = enrolled_model.transform_raw(
+        tf_transform_output, [_placeholder_image()] * len(skus), [s.title for s in skus],
+        [s.tags for s in skus])
+    listing_emb = (enrolled_model.embed_listings(base, listing_tokens)
+                   if text_model and listing_tokens is not None else None)
+    sku_of_photo = np.array([i for i, _ in photo_rows], np.int64)
+
+    heads = enrolled_model.model_heads(base)
+    trained = set(class_names[:base.num_classes])
+    enrolled_names = list(class_names[base.num_classes:])
+    prototypes = {h: list(p) for h, p in _enrolled_prototypes(model).items()} or {
+        h: [] for h in heads}
+    quarantine, entries = [], []
+    new_items = SearchItems.empty(dim, text_model)
+    for i, sku in enumerate(skus):
+        mask = sku_of_photo == i
+        visual = photo_emb["visual"][mask] if mask.any() else np.zeros((0, dim))
+        semantic = (photo_emb["semantic"][mask] if mask.any() and text_model
+                    else np.zeros((0, dim)))
+        known_words = int(np.sum(listing_tokens[i] >= contract.FIRST_VOCAB_TOKEN_ID))
+        listing = listing_emb[i] if listing_emb is not None else None
+        if not sku.images and known_words == 0:
+            quarantine.append({"source": sku.source, "label": sku.label,
+                               "reason": "no_evidence: no photos, and no word of the listing "
+                                         "is in the model's vocabulary"})
+            continue
+        text_used = bool(use_text and known_words > 0)
+        proto = enrollment.sku_prototypes(calibration, visual, semantic, listing,
+                                          use_text=text_used)
+        entry = {"label": sku.label, "source": sku.source, "photos": len(sku.images),
+                 "listing_words_known": known_words, "text_used": text_used}
+        if sku.label in trained:
+            entry["class"] = "trained: search items only"
+        elif sku.label in enrolled_names:
+            slot = enrolled_names.index(sku.label)
+            for h in heads:
+                prototypes[h][slot] = proto[h]
+            entry["class"] = "enrolled: prototype replaced"
+        else:
+            enrolled_names.append(sku.label)
+            for h in heads:
+                prototypes[h].append(proto[h])
+            entry["class"] = "new"
+        entries.append(entry)
+        if sku.images:
+            ids = np.array(sku.item_ids, object)
+            img, img_text = item_vectors(visual, semantic if text_model else None)
+        else:
+            ids = np.array([f"{sku.label}/{LISTING_ITEM}"], object)
+            img, img_text = item_vectors(proto["visual"][None], listing[None])
+        new_items = new_items.concat(SearchItems(ids, np.array([sku.label] * len(ids), object),
+                                                 img, img_text))
+
+    width = {"visual": dim, "semantic": dim, "fused": 2 * dim}
+    scores = {h: enrollment.enrolled_scores(
+        calibration, h, np.asarray(prototypes[h], np.float64).reshape(-1, width[h]),
+        trained_budget) for h in heads}
+    new_model = enrolled_model.build_enrolled(base, scores)
+    labels_now = {e["label"] for e in entries}
+    all_items = (items.without_labels(labels_now) if items is not None
+                 else SearchItems.empty(dim, text_model)).concat(new_items)
+    counts = {kind: sum(1 for e in entries if e["class"].startswith(kind))
+              for kind in ("new", "enrolled", "trained")}
+    report = {"skus": len(entries), "new_classes": counts["new"],
+              "updated_classes": counts["enrolled"], "trained_labels": counts["trained"],
+              "enrolled_classes": len(enrolled_names), "items": len(all_items),
+              "use_text": use_text, "trained_budget": trained_budget,
+              "offsets": {h: s.offset for h, s in scores.items()},
+              "calibration": calibration.summary(), "entries": entries,
+              "enrolled_labels": enrolled_names}
+    return EnrolResult(new_model, list(class_names[:base.num_classes]) + enrolled_names,
+                       all_items, report, quarantine)
+
+
+def _new_version_dir(base: str) -> str:
+    from sicot.trainer.cli import _new_version_dir as new_version
+
+    return new_version(base)
+
+
+def enroll_folder(model_dir: str, catalogue_path: str, out_dir: str,
+                  max_images: int | None = None, use_text: bool = True,
+                  trained_budget: float = enrollment.DEFAULT_TRAINED_BUDGET, log=print) -> dict:
+    """`sicot enroll` without the argument parsing; returns the enrolment report."""
+    import keras
+    import tensorflow_transform as tft
+
+    from sicot.data.catalogue import QUARANTINE_FILE, read_catalogue
+    from sicot.trainer.export import export_serving_model
+    from sicot.data.search_index import ITEMS_FILE, SearchItems
+    from sicot.trainer import (enrolled_sicot_model, sicot_model,  # noqa: F401  (Keras
+                               text_ops)  # classes and the TF text ops of the Transform graph)
+    from sicot.trainer.task import KERAS_MODEL_FILE
+
+    wall = time.perf_counter()
+    folder = read_model_folder(model_dir)
+    out_dir = os.path.abspath(out_dir)
+    if os.path.abspath(model_dir) == out_dir:
+        raise UserError(f"--out {out_dir} must not be the --model folder")
+    catalogue = read_catalogue(catalogue_path, max_images=max_images)
+    tf_transform_output = tft.TFTransformOutput(folder.transform_output)
+    model = keras.saving.load_model(folder.keras_path)
+    class_names = read_class_names(folder, tf_transform_output)
+    calibration = load_or_fit_calibration(model, folder, tf_transform_output, log=log)
+    items_path = os.path.join(folder.run_dir, ITEMS_FILE)
+    items = SearchItems.load(items_path) if os.path.isfile(items_path) else None
+    start = time.perf_counter()
+    result = enroll_skus(model, calibration, tf_transform_output, class_names, catalogue.skus,
+                         use_text=use_text, items=items, trained_budget=trained_budget)
+    enrol_seconds = time.perf_counter() - start
+    run_dir = os.path.join(out_dir, "run")
+    os.makedirs(run_dir, exist_ok=True)
+    catalogue.quarantine.extend(result.quarantine)
+    catalogue.write_quarantine(os.path.join(out_dir, QUARANTINE_FILE))
+    start = time.perf_counter()
+    serving_dir = _new_version_dir(os.path.join(out_dir, "export"))
+    export_serving_model(result.model, tf_transform_output, serving_dir,
+                         class_names=result.class_names, search_items=result.items)
+    export_seconds = time.perf_counter() - start
+    result.model.save(os.path.join(run_dir, KERAS_MODEL_FILE))
+    with open(os.path.join(run_dir, CLASS_NAMES_FILE), "w", encoding="utf-8") as f:
+        json.dump(result.class_names, f, ensure_ascii=False)
+    result.items.save(os.path.join(run_dir, ITEMS_FILE))
+    base_calibration = os.path.join(folder.run_dir, CALIBRATION_FILE)
+    if os.path.isfile(base_calibration):
+        shutil.copyfile(base_calibration, os.path.join(run_dir, CALIBRATION_FILE))
+    else:
+        enrollment.save_calibration(calibration, os.path.join(run_dir, CALIBRATION_FILE))
+    report = dict(result.report, catalogue=catalogue.summary(), base_model=os.path.abspath(
+        model_dir), enrol_seconds=enrol_seconds, export_seconds=export_seconds,
+        total_seconds=time.perf_counter() - wall, saved_model=serving_dir,
+        num_classes=len(result.class_names))
+    with open(os.path.join(run_dir, ENROLMENT_FILE), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2, ensure_ascii=False)
+    train_report = dict(folder.report, transform_output=folder.transform_output,
+                        transformed_files={"train": folder.train_files}, saved_model=serving_dir,
+                        enrolled_from=os.path.abspath(model_dir),
+                        enrolment={k: report[k] for k in ("skus", "new_classes",
+                                                          "updated_classes", "enrolled_classes",
+                                                          "items")})
+    with open(os.path.join(out_dir, TRAIN_REPORT), "w", encoding="utf-8") as f:
+        json.dump(train_report, f, indent=2, ensure_ascii=False)
+    summary = catalogue.summary()
+    log(f"sicot enroll: {summary['lines']} catalogue lines -> {report['new_classes']} new and "
+        f"{report['updated_classes']} updated enrolled classes, {report['trained_labels']} "
+        f"trained labels ({len(result.class_names)} classes in all), "
+        f"{report['items']} search items; {len(catalogue.quarantine)} quarantined"
+        + (f" (see {os.path.join(out_dir, QUARANTINE_FILE)})" if catalogue.quarantine else "")
+        + f"; enrolment {enrol_seconds:.1f}s, export {export_seconds:.1f}s; "
+          f"SavedModel {serving_dir}")
+    return report
+
+
+def _enroll_command(args) -> int:
+    if args.max_images_per_sku is not None and args.max_images_per_sku < 0:
+        raise UserError(f"--max-images-per-sku {args.max_images_per_sku}: must be >= 0")
+    if not 0.0 <= args.trained_budget < 1.0:
+        raise UserError(f"--trained-budget {args.trained_budget}: must be in [0, 1)")
+    enroll_folder(args.model, args.catalog, args.out, max_images=args.max_images_per_sku,
+                  use_text=not args.no_text, trained_budget=args.trained_budget)
+    return 0

@@ -1,0 +1,162 @@
+"""The Keras side of enrolment: embeddings of a trained model and the enrolled model (the
+maths is in `enrollment.py`).
+
+`head_rows` reads each trained head's effective class rows (for a text-centres model the visual
+row is the free centre plus the text-composed centre); `build_enrolled` wraps the trained model
+(unchanged, shared) in an `EnrolledSICoTModel` with the enrolled classes' prototype heads.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from sicot import contract
+from sicot.trainer.enrolled_sicot_model import EnrolledSICoTModel
+from sicot.trainer import enrollment
+from sicot.trainer.enrollment import HeadRows
+from sicot.trainer.sampled_classifier_head import SampledClassifierHead
+from sicot.trainer.sicot_model import SICoTModel
+
+BATCH = 256
+HEAD_ATTRIBUTES = {"visual": "visual_head", "semantic": "semantic_head", "fused": "fused_head"}
+
+
+def model_heads(model: SICoTModel) -> list[str]:
+    return ["visual", "semantic", "fused"] if model.model_config.uses_text else ["visual"]
+
+
+def head_rows(model) -> dict:
+    """head name -> HeadRows of the trained classes (effective rows [C, D_in])."""
+    model = base_model(model)
+    out = {}
+    for name in model_heads(model):
+        head = getattr(model, HEAD_ATTRIBUTES[name])
+        if isinstance(head, SampledClassifierHead):
+            rows = np.asarray(head.centres.numpy(), np.float64)
+        else:
+            rows = np.asarray(head.kernel.numpy(), np.float64).T.copy()
+            if name == "visual" and model.model_config.text_centres:
+                rows += np.asarray(model.text_centres(), np.float64)
+        if head.classifier_type == "linear":
+            out[name] = HeadRows("linear", rows, np.asarray(head.bias.numpy(), np.float64))
+        else:
+            out[name] = HeadRows("cosine", rows, None, float(np.exp(head.log_scale.numpy())))
+    return out
+
+
+def embed(model: SICoTModel, images, tokens=None, batch: int = BATCH) -> dict:
+    """Embeddings of images float [N, S, S, 3] (0..255), with tokens [N, T] for a text model:
+    `visual` v [N, D]; with tokens also `semantic` s (the word attention queried by v) and
+    `listing` s0 (queried by nothing: every word weighs the same)."""
+    import tensorflow as tf
+
+    n = len(images)
+    out = {"visual": []}
+    text = tokens is not None and model.model_config.uses_text
+    if text:
+        out["semantic"], out["listing"] = [], []
+    for start in range(0, n, batch):
+        x = tf.cast(images[start:start + batch], tf.float32)
+        v = model.visual_tower(x, training=False)
+        out["visual"].append(np.asarray(v))
+        if text:
+            t = tf.cast(tokens[start:start + batch], tf.int32)
+            out["semantic"].append(np.asarray(model.word_attention(v, t)[0]))
+            out["listing"].append(np.asarray(model.word_attention(tf.zeros_like(v), t)[0]))
+    dim = model.model_config.embedding_dim
+    return {k: (np.concatenate(v) if v else np.zeros((0, dim), np.float32))
+            for k, v in out.items()}
+
+
+def embed_listings(model: SICoTModel, tokens, batch: int = BATCH):
+    """s0 [N, D] of token rows [N, T] (no image needed)."""
+    import tensorflow as tf
+
+    parts = []
+    for start in range(0, len(tokens), batch):
+        t = tf.cast(tokens[start:start + batch], tf.int32)
+        zeros = tf.zeros((tf.shape(t)[0], model.model_config.embedding_dim))
+        parts.append(np.asarray(model.word_attention(zeros, t)[0]))
+    dim = model.model_config.embedding_dim
+    return np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
+
+
+def embed_transformed_files(model: SICoTModel, file_pattern, tf_transform_output,
+                            batch: int = BATCH) -> dict:
+    """Embeddings (as `embed`) and `labels` of every transformed example (one pass)."""
+    import tensorflow as tf
+
+    patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
+    files = sorted({f for p in patterns for f in tf.io.gfile.glob(p)})
+    if not files:
+        raise FileNotFoundError(f"no transformed examples match {patterns}")
+    spec = tf_transform_output.transformed_feature_spec()
+    keys = (contract.IMAGE_XF, contract.TOKENS_XF, contract.LABEL_XF)
+    parse_spec = {k: spec[k] for k in keys}
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch).map(
+        lambda r: tf.io.parse_example(r, parse_spec))
+    parts = []
+    for b in ds:
+        e = embed(model, b[contract.IMAGE_XF], b[contract.TOKENS_XF], batch)
+        e["labels"] = b[contract.LABEL_XF].numpy().reshape(-1)
+        parts.append(e)
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def transform_raw(tf_transform_output, images, titles=None, tags=None, batch: int = BATCH):
+    """(images float32 [N, S, S, 3], tokens int32 [N, T]) of raw encoded images and texts,
+    through the Transform graph exactly as the serving signatures run it."""
+    import tensorflow as tf
+
+    from sicot.trainer.export import _raw_from_strings
+
+    layer = tf_transform_output.transform_features_layer()
+    raw_spec = dict(tf_transform_output.raw_feature_spec())
+    n = len(images)
+    titles = list(titles) if titles is not None else [b""] * n
+    tags = list(tags) if tags is not None else [b""] * n
+    out_images, out_tokens = [], []
+    for start in range(0, n, batch):
+        def strings(values):
+            return tf.constant([v.encode("utf-8") if isinstance(v, str) else v
+                                for v in values[start:start + batch]], tf.string)
+
+        raw = _raw_from_strings({contract.IMAGE_KEY: strings(images),
+                                 contract.TITLE_KEY: strings(titles),
+                                 contract.TAGS_KEY: strings(tags)}, raw_spec)
+        transformed = layer(raw)
+        out_images.append(tf.cast(transformed[contract.IMAGE_XF], tf.float32).numpy())
+        out_tokens.append(tf.cast(transformed[contract.TOKENS_XF], tf.int32).numpy())
+    if not out_images:
+        return None, None
+    return np.concatenate(out_images), np.concatenate(out_tokens)
+
+
+def base_model(model) -> SICoTModel:
+    """The trained SICoTModel of a model (itself, or the base of an enrolled one)."""
+    return model.base if isinstance(model, EnrolledSICoTModel) else model
+
+
+def build_enrolled(model, scores: dict) -> EnrolledSICoTModel:
+    """The trained model with the enrolled classes of `scores` (head name ->
+    `enrollment.EnrolledScores`, every head of the model), replacing any enrolled before."""
+    base = base_model(model)
+    count = len(scores["visual"].prototypes)
+    enrolled = EnrolledSICoTModel(base, count, name=base.name)
+    cfg = base.model_config
+    enrolled.build({contract.IMAGE_INPUT: (None, cfg.image_size, cfg.image_size, 3),
+                    contract.TOKENS_INPUT: (None, None)})
+    for name in model_heads(base):
+        head = enrolled.enrolled_head(name)
+        head.prototypes.assign(np.asarray(scores[name].prototypes, "float32").reshape(
+            count, head.input_dim))
+        head.scale.assign(float(scores[name].scale))
+        head.offset.assign(float(scores[name].offset))
+    return enrolled
+
+
+def fit_model_calibration(model, train_files, tf_transform_output):
+    """Embeds the training examples and fits `enrollment.Calibration` on them."""
+    base = base_model(model)
+    train = embed_transformed_files(base, train_files, tf_transform_output)
+    return enrollment.fit_calibration(train, head_rows(base), base.num_classes,
+                                      seed=base.model_config.seed)

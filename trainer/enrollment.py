@@ -1,0 +1,322 @@
+"""Enrolment maths: new classes for a trained model from photos and listing text, no gradient.
+
+A trained head keeps every trained row. Each enrolled class adds a **prototype** p in the
+head's input space (visual head: the visual embedding v; semantic head: the semantic
+embedding s; fused head: [v, s]) and is scored like a cosine classifier (imprinting, Qi et al.
+2018), calibrated onto the trained logits' scale:
+    logit_n(z) = a * cos(z, p_n) + b
+1. Photos. The visual prototype of k photos is their mean embedding m_k.
+2. Listing text (models with a text branch). The listing's semantic embedding s0 is the word
+   attention with an empty visual query (every word weighs the same: there is no photo to
+   attend from). A ridge map M, fitted on the training examples (s0 of each training title ->
+   the mean visual embedding of its class; strength by exact leave-one-out error), carries it
+   into the visual space: t = M s0.
+3. Both are independent noisy estimates of the class mean, combined by inverse variance:
+       p = (k m_k + lambda t) / (k + lambda),   lambda = sigma_v^2 / sigma_t^2,
+   sigma_v^2 the mean squared distance of a photo embedding from its class mean, sigma_t^2
+   the leave-one-out squared error of M, both measured on the trained classes: lambda is the
+   number of photos the listing is worth. No photo: p = t; no text: p = m_k.
+4. Scale a: the slope of a trained class's own logit against cos(v, its class mean) over the
+   training photos (least squares), so a cosine score means what it means for trained classes.
+5. Offset b (the prior of the enrolled classes, one per head and enrolment): the lowest value
+   such that at most `trained_budget` (default 1%) of a class-balanced sample of the trained
+   classes' training photos would be answered with an enrolled class. New classes therefore
+   cannot swallow the trained ones, and they win whenever they beat the trained classes by more
+   than the trained classes beat each other on that share of photos. b is set anew for all
+   enrolled classes at every enrolment, since it depends on the whole catalogue.
+Chosen over a ridge map from class means to trained linear rows and over uncalibrated imprinting
+by `bench/enrollment_probe.py` (docs/experiments.md, issue 13).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+RIDGE_ALPHAS = tuple(10.0 ** e for e in range(-6, 5))
+MAX_FIT_EXAMPLES_PER_CLASS = 50  # balances the fit of M over a long-tailed training set
+VALIDATION_PER_CLASS = 20        # trained photos per class that set the offset b
+MAX_VALIDATION = 20_000
+DEFAULT_TRAINED_BUDGET = 0.01
+CALIBRATION_VERSION = 2  # bump when the saved calibration changes meaning
+CALIBRATION_FILE = "enrollment_calibration.npz"  # in a model's run folder
+HEADS = ("visual", "semantic", "fused")
+
+
+# ---------------------------------------------------------------------------------------------
+# Ridge regression with the strength chosen by leave-one-out error
+
+
+@dataclasses.dataclass(frozen=True)
+class RidgeMap:
+    """y = x @ coef + intercept, fitted by ridge regression."""
+
+    coef: np.ndarray       # [D_in, D_out]
+    intercept: np.ndarray  # [D_out]
+    alpha: float
+    loo_mse: float         # leave-one-out mean squared error (summed over outputs)
+
+    def __call__(self, x):
+        return np.asarray(x, np.float64) @ self.coef + self.intercept
+
+
+def fit_ridge(x, y, alphas=RIDGE_ALPHAS) -> RidgeMap:
+    """Ridge regression of y [N, D_out] on x [N, D_in] (with intercept), the strength alpha
+    (relative to the mean squared singular value) picked by exact leave-one-out error."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[0] < 2:
+        raise ValueError(f"fit_ridge: x {x.shape} and y {y.shape} must be [N, .] with N >= 2")
+    x_mean, y_mean = x.mean(0), y.mean(0)
+    xc, yc = x - x_mean, y - y_mean
+    u, s, vt = np.linalg.svd(xc, full_matrices=False)
+    scale = float(np.mean(s ** 2)) or 1.0
+    uty = u.T @ yc
+    n = x.shape[0]
+    best = None
+    for alpha in alphas:
+        shrink = s ** 2 / (s ** 2 + alpha * scale)
+        fitted = u @ (shrink[:, None] * uty)
+        leverage = (u ** 2) @ shrink + 1.0 / n
+        residual = (yc - fitted) / np.maximum(1.0 - leverage, 1e-6)[:, None]
+        mse = float(np.mean(np.sum(residual ** 2, axis=1)))
+        if best is None or mse < best[0]:
+            best = (mse, alpha)
+    mse, alpha = best
+    coef = vt.T @ ((s / (s ** 2 + alpha * scale))[:, None] * uty)
+    return RidgeMap(coef, y_mean - x_mean @ coef, float(alpha), mse)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def unit(x):
+    x = np.asarray(x, np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def class_means(features, labels, num_classes):
+    """[C, D] mean feature per class (zeros for a class without examples) and counts [C]."""
+    features = np.asarray(features, np.float64)
+    labels = np.asarray(labels).reshape(-1)
+    counts = np.bincount(labels, minlength=num_classes)[:num_classes].astype(np.float64)
+    sums = np.zeros((num_classes, features.shape[1]))
+    np.add.at(sums, labels, features)
+    return sums / np.maximum(counts, 1.0)[:, None], counts
+
+
+def balanced_subset(labels, per_class=MAX_FIT_EXAMPLES_PER_CLASS, seed=0, cap=None):
+    """Indices of at most `per_class` random examples of each class (and `cap` in all)."""
+    labels = np.asarray(labels).reshape(-1)
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(len(labels)), labels))  # by class, random within a class
+    sorted_labels = labels[order]
+    first = np.r_[0, np.flatnonzero(sorted_labels[1:] != sorted_labels[:-1]) + 1]
+    rank = np.arange(len(labels)) - np.repeat(first, np.diff(np.r_[first, len(labels)]))
+    keep = order[rank < per_class]
+    if cap is not None and len(keep) > cap:
+        keep = rng.choice(keep, cap, replace=False)
+    return np.sort(keep)
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadRows:
+    """A trained head's class rows: logits = z @ rows.T + bias (linear) or
+    scale * cos(z, rows) (cosine)."""
+
+    kind: str                 # "linear" | "cosine"
+    rows: np.ndarray          # [C, D_in]
+    bias: np.ndarray | None   # [C] for linear
+    scale: float = 1.0        # for cosine
+
+    def logits(self, z):
+        z = np.asarray(z, np.float64)
+        if self.kind == "cosine":
+            return self.scale * unit(z) @ unit(self.rows).T
+        return z @ self.rows.T + self.bias
+
+
+def head_features(name, data):
+    """The head's input feature of embeddings `data` (`visual`, `semantic`)."""
+    if name == "visual":
+        return np.asarray(data["visual"], np.float64)
+    if name == "semantic":
+        return np.asarray(data["semantic"], np.float64)
+    if name == "fused":
+        return np.concatenate([np.asarray(data["visual"], np.float64),
+                               np.asarray(data["semantic"], np.float64)], axis=1)
+    raise ValueError(f"unknown head {name!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration on the trained classes
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadCalibration:
+    scale: float                  # a
+    validation: np.ndarray        # [M, D_in] unit features of sampled training photos
+    trained_max: np.ndarray       # [M] their best trained logit
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """What enrolment fits once on the trained classes (saved beside the model)."""
+
+    text_map: RidgeMap | None     # listing s0 -> visual class mean
+    text_weight: float            # lambda: photos the listing is worth
+    photo_variance: float         # sigma_v^2
+    text_variance: float          # sigma_t^2
+    heads: dict                   # head name -> HeadCalibration
+
+    def summary(self) -> dict:
+        return {"text_weight": self.text_weight, "photo_variance": self.photo_variance,
+                "text_variance": self.text_variance,
+                "text_map_alpha": None if self.text_map is None else self.text_map.alpha,
+                "score_scale": {k: h.scale for k, h in self.heads.items()},
+                "validation_photos": {k: len(h.trained_max) for k, h in self.heads.items()}}
+
+
+def fit_calibration(train, heads: dict, num_classes: int, seed: int = 0) -> Calibration:
+    """Fits the text map, the text weight and each head's score scale on the trained classes,
+    and keeps a class-balanced sample of training photos to set offsets at enrolment.
+
+    Args:
+      train: dict of numpy arrays over training examples: `labels` [N], `visual` [N, D] and,
+        for text models, `listing` [N, D] (s0) and `semantic` [N, D] (s with its own image).
+      heads: head name -> HeadRows; names from HEADS.
+    """
+    labels = np.asarray(train["labels"]).reshape(-1)
+    keep = (labels >= 0) & (labels < num_classes)
+    data = {k: np.asarray(train[k])[keep] for k in ("visual", "listing", "semantic")
+            if k in train}
+    labels = labels[keep]
+    visual = np.asarray(data["visual"], np.float64)
+    mu_v, counts = class_means(visual, labels, num_classes)
+    # sigma_v^2 with classes weighted equally (a head class must not set the tail's noise)
+    dist = np.sum((visual - mu_v[labels]) ** 2, axis=1)
+    per_class = np.bincount(labels, dist, minlength=num_classes)[:num_classes]
+    multi = counts > 1
+    photo_variance = float(np.mean(per_class[multi] / (counts[multi] - 1))) if multi.any() else 0.0
+    text_map, text_variance, text_weight = None, float("inf"), 0.0
+    if "listing" in data:
+        idx = balanced_subset(labels, seed=seed)
+        text_map = fit_ridge(np.asarray(data["listing"], np.float64)[idx], mu_v[labels[idx]])
+        text_variance = text_map.loo_mse
+        text_weight = photo_variance / text_variance if text_variance > 0 else 0.0
+    validation = balanced_subset(labels, VALIDATION_PER_CLASS, seed=seed + 1, cap=MAX_VALIDATION)
+    head_calibrations = {}
+    for name, head in heads.items():
+        z = head_features(name, data)
+        means = class_means(z, labels, num_classes)[0]
+        own = head.logits(z)[np.arange(len(labels)), labels]  # [N] each photo's own logit
+        cos_own = np.sum(unit(z) * unit(means[labels]), axis=1)
+        slope = np.polyfit(cos_own, own, 1)[0] if np.ptp(cos_own) > 0 else 1.0
+        head_calibrations[name] = HeadCalibration(
+            float(max(slope, 1e-3)), unit(z[validation]).astype(np.float32),
+            head.logits(z[validation]).max(axis=1).astype(np.float32))
+    return Calibration(text_map, float(text_weight), photo_variance, float(text_variance),
+                       head_calibrations)
+
+
+# ---------------------------------------------------------------------------------------------
+# Prototypes of catalogue SKUs
+
+
+def sku_prototypes(calibration: Calibration, photo_visual, photo_semantic, listing,
+                   use_text: bool = True) -> dict:
+    """Prototypes of one SKU per head input.
+
+    Args:
+      photo_visual: [k, D] its photos' visual embeddings (k may be 0).
+      photo_semantic: [k, D] the semantic embedding of its listing with each photo as query.
+      listing: [D] s0 of its listing, or None (no text branch).
+      use_text: False = photos only (the "without text" setting).
+
+    Returns {"visual": [D], and with a listing "semantic": [D], "fused": [2D]}; raises
+    ValueError for a SKU with neither photos nor usable text.
+    """
+    k = len(photo_visual)
+    has_text = use_text and listing is not None and calibration.text_map is not None
+    if k == 0 and not has_text:
+        raise ValueError("no photos and no listing text the model can read")
+    parts, weights = [], []
+    if k:
+        parts.append(np.mean(np.asarray(photo_visual, np.float64), axis=0))
+        weights.append(float(k))
+    if has_text:
+        parts.append(calibration.text_map(np.asarray(listing, np.float64)[None])[0])
+        weights.append(calibration.text_weight if k else 1.0)
+    visual = sum(w * p for w, p in zip(weights, parts)) / sum(weights)
+    out = {"visual": visual}
+    if listing is not None:
+        semantic = (np.mean(np.asarray(photo_semantic, np.float64), axis=0) if k
+                    else np.asarray(listing, np.float64))
+        out["semantic"] = semantic
+        out["fused"] = np.concatenate([visual, semantic])
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class EnrolledScores:
+    """One head's enrolled classes: logits = scale * cos(z, prototypes) + offset."""
+
+    prototypes: np.ndarray  # [N, D_in], unit rows
+    scale: float
+    offset: float
+
+    def logits(self, z):
+        return self.scale * unit(z) @ self.prototypes.T + self.offset
+
+
+def enrolled_scores(calibration: Calibration, head: str, prototypes,
+                    trained_budget: float = DEFAULT_TRAINED_BUDGET) -> EnrolledScores:
+    """The offset b of one head's enrolled classes (all of them, old and new): the lowest b
+    such that at most `trained_budget` of the validation photos would be answered with an
+    enrolled class."""
+    if not 0.0 <= trained_budget < 1.0:
+        raise ValueError(f"trained_budget={trained_budget!r}: must be in [0, 1)")
+    h = calibration.heads[head]
+    prototypes = unit(prototypes)
+    if len(prototypes) == 0:
+        return EnrolledScores(prototypes, h.scale, 0.0)
+    best_new = h.scale * np.max(h.validation.astype(np.float64) @ prototypes.T, axis=1)
+    margin = best_new - h.trained_max  # > -b: an enrolled class would win that photo
+    limit = float(np.quantile(margin, 1.0 - trained_budget, method="higher"))
+    offset = -limit - 1e-6 * (1.0 + abs(limit))  # ties go to the trained class
+    return EnrolledScores(prototypes, h.scale, offset)
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving
+
+
+def save_calibration(calibration: Calibration, path) -> None:
+    arrays = {"version": CALIBRATION_VERSION, "text_weight": calibration.text_weight,
+              "photo_variance": calibration.photo_variance,
+              "text_variance": calibration.text_variance}
+    if calibration.text_map is not None:
+        m = calibration.text_map
+        arrays.update({"text.coef": m.coef, "text.intercept": m.intercept,
+                       "text.alpha": m.alpha, "text.loo_mse": m.loo_mse})
+    for name, h in calibration.heads.items():
+        arrays.update({f"{name}.scale": h.scale, f"{name}.validation": h.validation,
+                       f"{name}.trained_max": h.trained_max})
+    np.savez(path, **arrays)
+
+
+def load_calibration(path) -> Calibration | None:
+    """The saved calibration, or None when it was saved by another CALIBRATION_VERSION."""
+    with np.load(path) as data:
+        if "version" not in data or int(data["version"]) != CALIBRATION_VERSION:
+            return None
+        text_map = None
+        if "text.coef" in data:
+            text_map = RidgeMap(data["text.coef"], data["text.intercept"],
+                                float(data["text.alpha"]), float(data["text.loo_mse"]))
+        heads = {n: HeadCalibration(float(data[f"{n}.scale"]), data[f"{n}.validation"],
+                                    data[f"{n}.trained_max"])
+                 for n in HEADS if f"{n}.scale" in data}
+        return Calibration(text_map, float(data["text_weight"]), float(data["photo_variance"]),
+                           float(data["text_variance"]), heads)
