@@ -1,0 +1,180 @@
+"""Enrolment variants on frozen embeddings (numpy), for the research behind `enrollment.py`.
+
+    .venv/bin/python bench/enrollment_probe.py --model RUN/sicot --data DATA [--cosine RUN/cosine]
+
+Embeds, once, a trained model's training examples, the dataset's catalogue (photos, listing)
+and its test split, caches them in MODEL/probe_cache.npz, then scores enrolment variants with
+the model's own trained rows and numpy logits: image-only top-1 on the new SKUs' test photos
+and on the trained classes' test photos among all classes (what `enrollment_report.py`
+measures through the SavedModel, minus the export). The variants are design alternatives
+logged in docs/experiments.md; `enrollment.py` holds the chosen one ("default").
+Prints one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+
+def embed_everything(model_dir, data_dir):
+    import keras
+    import tensorflow_transform as tft
+
+    from sicot.data.catalogue import read_catalogue
+    from sicot.trainer import enroll, enrolled_model, sicot_model, text_ops  # noqa: F401
+    from sicot.trainer.evaluation import read_split
+
+    cache = os.path.join(model_dir, "probe_cache.npz")
+    if os.path.isfile(cache):
+        with np.load(cache, allow_pickle=True) as data:
+            return {k: data[k] for k in data.files}
+    folder = enroll.read_model_folder(model_dir)
+    tto = tft.TFTransformOutput(folder.transform_output)
+    model = keras.saving.load_model(folder.keras_path)
+    names = enroll.read_class_names(folder, tto)
+    out = {}
+    train = enrolled_model.embed_transformed_files(model, folder.train_files, tto)
+    out.update({f"train_{k}": v for k, v in train.items()})
+    catalogue = read_catalogue(os.path.join(data_dir, "catalogue.jsonl"))
+    photos = [(i, img) for i, s in enumerate(catalogue.skus) for img in s.images]
+    pixels, tokens = enrolled_model.transform_raw(
+        tto, [p for _, p in photos], [catalogue.skus[i].title for i, _ in photos],
+        [catalogue.skus[i].tags for i, _ in photos])
+    emb = enrolled_model.embed(model, pixels, tokens if model.model_config.uses_text else None)
+    out.update({f"cat_{k}": v for k, v in emb.items()})
+    out["cat_sku"] = np.array([i for i, _ in photos])
+    out["cat_labels"] = np.array([s.label for s in catalogue.skus])
+    placeholder = enroll._placeholder_image()
+    _, ltokens = enrolled_model.transform_raw(tto, [placeholder] * len(catalogue.skus),
+                                              [s.title for s in catalogue.skus],
+                                              [s.tags for s in catalogue.skus])
+    out["cat_tokens"] = ltokens
+    if model.model_config.uses_text:
+        out["cat_listing"] = enrolled_model.embed_listings(model, ltokens)
+    records, _ = read_split(data_dir, "test")
+    pixels, _ = enrolled_model.transform_raw(tto, [r["image"] for r in records])
+    out["test_visual"] = enrolled_model.embed(model, pixels)["visual"]
+    out["test_labels"] = np.array([r["label"].decode() for r in records])
+    out["class_names"] = np.array(names)
+    heads = enrolled_model.head_rows(model)
+    out["visual_rows"] = heads["visual"].rows
+    out["visual_kind"] = np.array(heads["visual"].kind)
+    out["visual_scale"] = np.array(heads["visual"].scale)
+    if heads["visual"].bias is not None:
+        out["visual_bias"] = heads["visual"].bias
+    np.savez(cache, **out)
+    return out
+
+
+def head_of(e):
+    from sicot.trainer import enrollment as E
+
+    kind = str(e["visual_kind"])
+    return E.HeadRows(kind, e["visual_rows"], e.get("visual_bias"),
+                      float(e.get("visual_scale", 1.0)))
+
+
+def score(e, new_logits):
+    """Top-1 on new / trained test photos among all classes, given the new classes' logits."""
+    head = head_of(e)
+    full = np.concatenate([head.logits(e["test_visual"]), new_logits], axis=1)
+    names = np.concatenate([e["class_names"], e["cat_labels"]])
+    pred = names[np.argmax(full, axis=1)]
+    new = np.isin(e["test_labels"], e["cat_labels"])
+    hit = pred == e["test_labels"]
+    return {"new": round(100 * hit[new].mean(), 1), "trained": round(100 * hit[~new].mean(), 1),
+            "trained_as_new": round(100 * np.isin(pred[~new], e["cat_labels"]).mean(), 1)}
+
+
+def head_map_rows(e, cal_means, prototypes, variances):
+    """Rejected variant 1: a ridge map from a class's mean embedding [mu, |mu|^2 - var] to
+    its trained row (w_c, b_c), fitted on the trained classes, applied to the prototypes."""
+    from sicot.trainer import enrollment as E
+
+    head = head_of(e)
+    means, counts, photo_variance = cal_means
+
+    def inputs(m, var):
+        return np.concatenate([m, (np.sum(m ** 2, 1) - var)[:, None]], axis=1)
+
+    targets = head.rows if head.bias is None else np.concatenate(
+        [head.rows, head.bias[:, None]], 1)
+    if head.kind == "cosine":
+        targets = E.unit(head.rows)
+    present = counts > 0
+    m = E.fit_ridge(inputs(means[present], photo_variance / counts[present]), targets[present])
+    out = m(inputs(prototypes, variances))
+    if head.bias is None:
+        return E.HeadRows("cosine", E.unit(out), None, head.scale).logits(e["test_visual"])
+    return e["test_visual"] @ out[:, :-1].T + out[:, -1]
+
+
+def run_variants(e, photos, budget, seed=0):
+    from sicot.trainer import enrollment as E
+
+    C = len(e["class_names"])
+    head = head_of(e)
+    train = {"labels": e["train_labels"], "visual": e["train_visual"]}
+    text = "train_listing" in e
+    if text:
+        train.update(listing=e["train_listing"], semantic=e["train_semantic"])
+    cal = E.fit_calibration(train, {"visual": head}, C, seed=seed)
+    means, counts = E.class_means(e["train_visual"], e["train_labels"], C)
+    results = {"calibration": {k: v for k, v in cal.summary().items()},
+               "before": score(e, np.zeros((len(e["test_visual"]), 0)))}
+    for k in photos:
+        for use_text in ([True, False] if text else [False]):
+            if k == 0 and not use_text:
+                continue
+            protos = []
+            for i in range(len(e["cat_labels"])):
+                idx = np.flatnonzero(e["cat_sku"] == i)[:k]
+                vis = e["cat_visual"][idx]
+                listing = e["cat_listing"][i] if (text and use_text) else None
+                protos.append(E.sku_prototypes(cal, vis, vis, listing,
+                                               use_text=use_text and text)["visual"])
+            P = np.stack(protos)
+            evidence = k + (cal.text_weight if use_text and text else 0.0)
+            variances = np.full(len(P), cal.photo_variance / evidence if evidence else
+                                cal.text_variance)
+            name = f"k{k}_{'text' if use_text else 'photos'}"
+            chosen = E.enrolled_scores(cal, "visual", P, budget)
+            results[f"{name}_calibrated_cosine"] = score(e, chosen.logits(e["test_visual"]))
+            mean_norm = np.mean(np.linalg.norm(head.rows, axis=1))
+            imprint = E.HeadRows(head.kind, E.unit(P) * mean_norm,
+                                 None if head.bias is None else np.full(len(P), head.bias.mean()),
+                                 head.scale)
+            results[f"{name}_imprint_uncalibrated"] = score(e, imprint.logits(e["test_visual"]))
+            results[f"{name}_head_map"] = score(e, head_map_rows(
+                e, (means, counts, cal.photo_variance), P, variances))
+            # the text alone, among the new SKUs only (no trained class competes)
+            if k == 0:
+                new = np.isin(e["test_labels"], e["cat_labels"])
+                nearest = e["cat_labels"][np.argmax(E.unit(e["test_visual"][new]) @ E.unit(P).T,
+                                                    axis=1)]
+                results[f"{name}_among_new_only"] = round(
+                    100 * np.mean(nearest == e["test_labels"][new]), 1)
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True, action="append")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--photos", nargs="+", type=int, default=[0, 1, 2, 5])
+    parser.add_argument("--trained-budget", type=float, default=0.01)
+    args = parser.parse_args(argv)
+    out = {}
+    for model_dir in args.model:
+        e = embed_everything(model_dir, args.data)
+        out[model_dir] = run_variants(e, args.photos, args.trained_budget)
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
