@@ -11,92 +11,12 @@ import tensorflow_text  # noqa: F401  (registers the tokenizer ops of the TFT gr
 from sicot.cli import main
 from sicot.errors import UserError
 from sicot.trainer import enroll
-from sicot.trainer.enrolled_model import head_rows
-
-
-
-def _tiny_dataset_module():
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(__file__), "tiny_dataset.py")
-    spec = importlib.util.spec_from_file_location("sicot_tests_tiny_dataset_enroll", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TINY = _tiny_dataset_module()
-NEW_COLOURS = {"teal_new": (30, 140, 140), "grey_new": (128, 128, 128)}
-
-
-def _train(root, transform, preset, **changes):
-    """A `sicot train --out`-like folder from the TFX run_fn (1 short epoch)."""
-    from tfx.v1.components import FnArgs
-
-    from sicot.trainer.model_config import ModelConfig
-    from sicot.trainer.task import run_fn
-
-    config = ModelConfig.preset(preset).replace(
-        image_size=16, embedding_dim=8, token_dim=6, attention_rank=3, epochs=1, crt_epochs=1,
-        batch_size=16, **changes)
-    out = os.path.join(root, preset)
-    run_fn(FnArgs(train_files=[transform.transformed_files["train"]],
-                  eval_files=[transform.transformed_files["eval"]],
-                  transform_output=transform.transform_output_dir,
-                  transform_graph_path=transform.transform_output_dir,
-                  serving_model_dir=os.path.join(out, "export", "1"),
-                  model_run_dir=os.path.join(out, "run"), train_steps=4, eval_steps=None,
-                  custom_config={"model": config.to_dict()}))
-    with open(os.path.join(out, "train_report.json"), "w") as f:
-        json.dump({"model": preset, "transform_output": transform.transform_output_dir,
-                   "transformed_files": transform.transformed_files,
-                   "saved_model": os.path.join(out, "export", "1")}, f)
-    return out
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("enroll")
-    transform = TINY.build(str(root / "data"))
-    return {"sicot": _train(str(root), transform, "sicot"),
-            "cosine": _train(str(root), transform, "cosine"), "root": root}
-
-
-@pytest.fixture(scope="module")
-def catalogue(trained):
-    """Two new SKUs (2 photos; listing only), an update of a trained class, and bad lines."""
-    folder = trained["root"] / "catalogue"
-    (folder / "photos").mkdir(parents=True)
-    rng = np.random.default_rng(9)
-    for name, colour in NEW_COLOURS.items():
-        for i in range(2):
-            (folder / "photos" / f"{name}{i}.png").write_bytes(TINY.image_bytes(colour, rng))
-    (folder / "photos" / "class2.png").write_bytes(TINY.image_bytes(TINY.COLOURS[2], rng))
-    lines = [
-        {"label": "teal_new", "title": "word1 teal", "tags": ["gift"],
-         "images": ["photos/teal_new0.png", "photos/teal_new1.png", "photos/nope.png"]},
-        {"label": "grey_listing", "title": "word3 sale", "tags": ["shop"]},
-        {"label": "class2", "title": "word2", "images": ["photos/class2.png"]},
-        "{broken",
-        {"label": "ghost", "title": "zzz unknownword"},  # no photo, no known word
-    ]
-    path = folder / "catalogue.jsonl"
-    path.write_text("".join((l if isinstance(l, str) else json.dumps(l)) + "\n"
-                            for l in lines))
-    return path
-
-
-@pytest.fixture(scope="module")
-def enrolled(trained, catalogue):
-    out = str(trained["root"] / "enrolled")
-    report = enroll.enroll_folder(trained["sicot"], str(catalogue), out, log=lambda *_: None)
-    return {"out": out, "report": report}
 
 
 def _load_keras(folder):
     import keras
 
-    from sicot.trainer import sicot_model  # noqa: F401
+    from sicot.trainer import enrolled_sicot_model, sicot_model  # noqa: F401
 
     return keras.saving.load_model(os.path.join(folder, "run", "model.keras"))
 
@@ -107,13 +27,7 @@ def _saved(folder):
     return tf.saved_model.load(resolve_saved_model_dir(folder))
 
 
-def _queries():
-    rng = np.random.default_rng(3)
-    images = [TINY.image_bytes(c, rng) for c in TINY.COLOURS + list(NEW_COLOURS.values())]
-    return tf.constant(images)
-
-
-def test_empty_catalogue_changes_nothing_for_trained_classes(trained, tmp_path):
+def test_empty_catalogue_changes_nothing_for_trained_classes(trained, tmp_path, enroll_queries):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     report = enroll.enroll_folder(trained["sicot"], str(empty), str(tmp_path / "out"),
@@ -121,7 +35,7 @@ def test_empty_catalogue_changes_nothing_for_trained_classes(trained, tmp_path):
     assert report["new_classes"] == 0 and report["items"] == 0
     base, same = _saved(trained["sicot"]), _saved(str(tmp_path / "out"))
     assert not any(s.startswith("search") for s in same.signatures)  # nothing to search
-    images = _queries()
+    images = tf.constant(enroll_queries)
     title = tf.constant(["word1 sale"] * len(images))
     tags = tf.constant(["gift"] * len(images))
     for name, args in (("serving_default", {"image": images}),
@@ -133,7 +47,8 @@ def test_empty_catalogue_changes_nothing_for_trained_classes(trained, tmp_path):
             np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), rtol=1e-6, atol=1e-7)
 
 
-def test_trained_logits_are_unchanged_and_enrolled_classes_appended(trained, enrolled):
+def test_trained_logits_are_unchanged_and_enrolled_classes_appended(trained, enrolled,
+                                                                    enroll_queries):
     import tensorflow_transform as tft
 
     from sicot.trainer.enrolled_model import transform_raw
@@ -144,7 +59,7 @@ def test_trained_logits_are_unchanged_and_enrolled_classes_appended(trained, enr
     assert names[-2:] == ["teal_new", "grey_listing"] and names.count("class2") == 1
     tto = tft.TFTransformOutput(json.load(open(os.path.join(
         trained["sicot"], "train_report.json")))["transform_output"])
-    pixels, tokens = transform_raw(tto, list(_queries().numpy()), ["word1 sale"] * 8)
+    pixels, tokens = transform_raw(tto, enroll_queries, ["word1 sale"] * 8)
     inputs = {"image": pixels, "tokens": tokens}
     a, b = base(inputs, training=False), new(inputs, training=False)
     for key in ("visual_logits", "semantic_logits", "fused_logits"):
@@ -170,7 +85,7 @@ def test_report_and_quarantine(enrolled):
     assert report["items"] == 2 + 1 + 1  # teal photos, the listing item, the class2 photo
 
 
-def test_enrolled_signatures_agree_with_the_eager_model(enrolled):
+def test_enrolled_signatures_agree_with_the_eager_model(enrolled, enroll_queries):
     import tensorflow_transform as tft
 
     from sicot.data.search_index import SearchItems, item_vectors
@@ -182,7 +97,7 @@ def test_enrolled_signatures_agree_with_the_eager_model(enrolled):
     tto = tft.TFTransformOutput(report["transform_output"])
     names = json.load(open(os.path.join(enrolled["out"], "run", "class_names.json")))
     items = SearchItems.load(os.path.join(enrolled["out"], "run", "search_items.npz"))
-    images = _queries()
+    images = tf.constant(enroll_queries)
     n = len(images)
     titles, tags = ["word1 teal"] * (n // 2) + [""] * (n - n // 2), ["gift"] * n
     pixels, tokens = transform_raw(tto, list(images.numpy()), titles, tags)
