@@ -25,7 +25,8 @@ def embed_everything(model_dir, data_dir):
     import tensorflow_transform as tft
 
     from sicot.data.catalogue import read_catalogue
-    from sicot.trainer import enroll, enrolled_model, sicot_model, text_ops  # noqa: F401
+    from sicot.trainer import (enroll, enrolled_model, enrolled_sicot_model,  # noqa: F401
+                               sicot_model, text_ops)
     from sicot.trainer.evaluation import read_split
 
     cache = os.path.join(model_dir, "probe_cache.npz")
@@ -48,7 +49,7 @@ def embed_everything(model_dir, data_dir):
     out.update({f"cat_{k}": v for k, v in emb.items()})
     out["cat_sku"] = np.array([i for i, _ in photos])
     out["cat_labels"] = np.array([s.label for s in catalogue.skus])
-    placeholder = enroll._placeholder_image()
+    placeholder = enroll.placeholder_image()
     _, ltokens = enrolled_model.transform_raw(tto, [placeholder] * len(catalogue.skus),
                                               [s.title for s in catalogue.skus],
                                               [s.tags for s in catalogue.skus])

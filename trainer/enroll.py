@@ -143,7 +143,9 @@ def load_or_fit_calibration(model, folder: ModelFolder, tf_transform_output, log
 # Enrolment
 
 
-def _placeholder_image() -> bytes:
+def placeholder_image() -> bytes:
+    """A small valid PNG: the Transform graph needs an image to tokenise a photo-less listing
+    (only the tokens of that pass are used)."""
     from PIL import Image
 
     buf = io.BytesIO()
@@ -171,6 +173,60 @@ def _enrolled_prototypes(model) -> dict:
             for name in enrolled_model.model_heads(model)}
 
 
+@dataclasses.dataclass
+class SkuEmbedding:
+    visual: np.ndarray          # [k, D] its photos' visual embeddings
+    semantic: np.ndarray        # [k, D] its listing queried by each photo (text models)
+    listing: np.ndarray | None  # [D] its listing queried by nothing (s0), text models only
+    known_words: int            # listing tokens in the model's vocabulary
+
+
+def embed_catalogue(base, tf_transform_output, skus) -> list:
+    """One SkuEmbedding per SKU: one Transform + embedding pass over every photo (with its
+    SKU's listing as text) and one over the listings alone."""
+    from sicot.trainer import enrolled_model
+
+    text_model = base.model_config.uses_text
+    dim = base.model_config.embedding_dim
+    photo_rows = [(i, img) for i, s in enumerate(skus) for img in s.images]
+    images, tokens = enrolled_model.transform_raw(
+        tf_transform_output, [img for _, img in photo_rows],
+        [skus[i].title for i, _ in photo_rows], [skus[i].tags for i, _ in photo_rows])
+    photo_emb = (enrolled_model.embed(base, images, tokens if text_model else None)
+                 if images is not None else {})
+    _, listing_tokens = enrolled_model.transform_raw(
+        tf_transform_output, [placeholder_image()] * len(skus), [s.title for s in skus],
+        [s.tags for s in skus])
+    listing_emb = (enrolled_model.embed_listings(base, listing_tokens)
+                   if text_model and listing_tokens is not None else None)
+    sku_of_photo = np.array([i for i, _ in photo_rows], np.int64)
+    out = []
+    for i in range(len(skus)):
+        mask = sku_of_photo == i
+        visual = photo_emb["visual"][mask] if mask.any() else np.zeros((0, dim))
+        semantic = (photo_emb["semantic"][mask] if mask.any() and text_model
+                    else np.zeros((0, dim)))
+        out.append(SkuEmbedding(
+            visual, semantic, listing_emb[i] if listing_emb is not None else None,
+            int(np.sum(listing_tokens[i] >= contract.FIRST_VOCAB_TOKEN_ID))))
+    return out
+
+
+def sku_items(sku, emb: SkuEmbedding, prototype_visual=None):
+    """The search items of one SKU: its photos, or (photo-less, text model) its listing, placed
+    at its text-estimated prototype (`sicot.data.search_index` has the vector rule)."""
+    from sicot.data.search_index import LISTING_ITEM, SearchItems, item_vectors
+
+    if sku.images:
+        ids = np.array(sku.item_ids, object)
+        image, image_text = item_vectors(emb.visual,
+                                         emb.semantic if emb.listing is not None else None)
+    else:
+        ids = np.array([f"{sku.label}/{LISTING_ITEM}"], object)
+        image, image_text = item_vectors(np.asarray(prototype_visual)[None], emb.listing[None])
+    return SearchItems(ids, np.array([sku.label] * len(ids), object), image, image_text)
+
+
 def enroll_skus(model, calibration, tf_transform_output, class_names, skus, *,
                 use_text: bool = True, items=None,
                 trained_budget: float = enrollment.DEFAULT_TRAINED_BUDGET) -> EnrolResult:
@@ -184,7 +240,7 @@ def enroll_skus(model, calibration, tf_transform_output, class_names, skus, *,
     text. A SKU with no photos whose listing has no word of the model's vocabulary cannot be
     placed anywhere: it goes to the returned quarantine with reason `no_evidence`.
     """
-    from sicot.data.search_index import LISTING_ITEM, SearchItems, item_vectors
+    from sicot.data.search_index import SearchItems
     from sicot.trainer import enrolled_model
 
     base = enrolled_model.base_model(model)
@@ -202,20 +258,7 @@ def enroll_skus(model, calibration, tf_transform_output, class_names, skus, *,
                                               if len(photo_less) > 5 else "")
                         + "; add photos to them or leave them out")
     dim = base.model_config.embedding_dim
-    # One Transform + embedding pass over every photo, and one over the listings.
-    photo_rows = [(i, img) for i, s in enumerate(skus) for img in s.images]
-    images, tokens = enrolled_model.transform_raw(
-        tf_transform_output, [img for _, img in photo_rows],
-        [skus[i].title for i, _ in photo_rows], [skus[i].tags for i, _ in photo_rows])
-    photo_emb = (enrolled_model.embed(base, images, tokens if text_model else None)
-                 if images is not None else {})
-    _, listing_tokens = enrolled_model.transform_raw(
-        tf_transform_output, [_placeholder_image()] * len(skus), [s.title for s in skus],
-        [s.tags for s in skus])
-    listing_emb = (enrolled_model.embed_listings(base, listing_tokens)
-                   if text_model and listing_tokens is not None else None)
-    sku_of_photo = np.array([i for i, _ in photo_rows], np.int64)
-
+    embedded = embed_catalogue(base, tf_transform_output, skus)
     heads = enrolled_model.model_heads(base)
     trained = set(class_names[:base.num_classes])
     enrolled_names = list(class_names[base.num_classes:])
@@ -223,13 +266,9 @@ def enroll_skus(model, calibration, tf_transform_output, class_names, skus, *,
         h: [] for h in heads}
     quarantine, entries = [], []
     new_items = SearchItems.empty(dim, text_model)
-    for i, sku in enumerate(skus):
-        mask = sku_of_photo == i
-        visual = photo_emb["visual"][mask] if mask.any() else np.zeros((0, dim))
-        semantic = (photo_emb["semantic"][mask] if mask.any() and text_model
-                    else np.zeros((0, dim)))
-        known_words = int(np.sum(listing_tokens[i] >= contract.FIRST_VOCAB_TOKEN_ID))
-        listing = listing_emb[i] if listing_emb is not None else None
+    for sku, emb in zip(skus, embedded):
+        visual, semantic, listing, known_words = (emb.visual, emb.semantic, emb.listing,
+                                                  emb.known_words)
         if not sku.images and known_words == 0:
             quarantine.append({"source": sku.source, "label": sku.label,
                                "reason": "no_evidence: no photos, and no word of the listing "
@@ -253,14 +292,7 @@ def enroll_skus(model, calibration, tf_transform_output, class_names, skus, *,
                 prototypes[h].append(proto[h])
             entry["class"] = "new"
         entries.append(entry)
-        if sku.images:
-            ids = np.array(sku.item_ids, object)
-            img, img_text = item_vectors(visual, semantic if text_model else None)
-        else:
-            ids = np.array([f"{sku.label}/{LISTING_ITEM}"], object)
-            img, img_text = item_vectors(proto["visual"][None], listing[None])
-        new_items = new_items.concat(SearchItems(ids, np.array([sku.label] * len(ids), object),
-                                                 img, img_text))
+        new_items = new_items.concat(sku_items(sku, emb, proto["visual"]))
 
     width = {"visual": dim, "semantic": dim, "fused": 2 * dim}
     scores = {h: enrollment.enrolled_scores(
