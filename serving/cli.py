@@ -58,6 +58,15 @@ def register(subparsers) -> None:
                               f"else {contract.IMAGE_SIGNATURE}")
     predict.add_argument("--timeout", type=float, default=30.0, help="seconds")
     predict.add_argument("--json", action="store_true", help="print the result as JSON")
+    predict.add_argument("--search", action="store_true",
+                         help="visual search: the catalogue items most like the image (the "
+                              f"model's {contract.SEARCH_IMAGE_SIGNATURE} / "
+                              f"{contract.SEARCH_IMAGE_TEXT_SIGNATURE} signature, or --index)")
+    predict.add_argument("--index", default=None, metavar="DIR",
+                         help="with --search: a `sicot index` folder; the server gives the "
+                              "image's embedding, the approximate index the items "
+                              "(image-only)")
+    predict.add_argument("--top-k", type=int, default=10, help="items with --index (default 10)")
     predict.set_defaults(handler=run_predict)
 
 
@@ -184,7 +193,22 @@ def run_predict(args) -> int:
         raise UserError(f"--image {args.image}: cannot read it ({e.strerror})")
     if client.image_format(image) is None:
         raise UserError(f"--image {args.image}: not a JPEG, PNG, GIF or BMP file")
-    signature = args.signature or client.default_signature(args.title, args.tags)
+    if args.index and not args.search:
+        raise UserError("--index needs --search")
+    if args.index and (args.title or args.tags):
+        raise UserError("--index searches image-only: drop --title/--tags, or search the "
+                        "model's own items (without --index) for image + text")
+    if args.search and args.index:
+        from sicot.data.search_index import AnnIndex
+
+        index = AnnIndex.load(args.index)
+        signature = args.signature or contract.IMAGE_SIGNATURE
+    elif args.search:
+        signature = args.signature or (contract.SEARCH_IMAGE_TEXT_SIGNATURE
+                                       if (args.title or args.tags)
+                                       else contract.SEARCH_IMAGE_SIGNATURE)
+    else:
+        signature = args.signature or client.default_signature(args.title, args.tags)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     cls = client.RestClient if args.rest else client.GrpcClient
     conn = cls(address, args.model_name, timeout=args.timeout)
@@ -202,6 +226,9 @@ def run_predict(args) -> int:
             return 1
     finally:
         conn.close()
+    if args.search:
+        return _print_search(args, result, signature, address,
+                             index if args.index else None)
     if contract.CLASSES_OUTPUT not in result.outputs or contract.SCORES_OUTPUT not in result.outputs:
         print(f"sicot predict: error: signature {signature} has no '{contract.CLASSES_OUTPUT}'/"
               f"'{contract.SCORES_OUTPUT}' outputs "
@@ -218,4 +245,54 @@ def run_predict(args) -> int:
     width = max(len(c) for c, _, _ in top)
     for rank, (name, score, class_id) in enumerate(top, 1):
         print(f"{rank:>3}. {name:<{width}}  {score:.4f}" + ("" if class_id is None else f"  (id {class_id})"))
+    return 0
+
+
+def _print_search(args, result, signature, address, index) -> int:
+    """Prints the search hits of a search signature's answer, or of the index for the
+    embedding a query signature answered."""
+    import json
+    import sys
+
+    import numpy as np
+
+    if index is not None:
+        if contract.EMBEDDING_OUTPUT not in result.outputs:
+            print(f"sicot predict: error: signature {signature} has no "
+                  f"'{contract.EMBEDDING_OUTPUT}' output to search the index with",
+                  file=sys.stderr)
+            return 1
+        embedding = np.asarray(result.outputs[contract.EMBEDDING_OUTPUT], np.float32)
+        if embedding.shape[-1] != index.meta["dim"]:
+            print(f"sicot predict: error: the model's embedding has {embedding.shape[-1]} "
+                  f"values, the index {index.meta['dim']}: index built with another model?",
+                  file=sys.stderr)
+            return 1
+        hits = index.hits(embedding[:1], args.top_k)[0]
+        source = f"index {args.index} ({index.meta['kind']}, {len(index)} items)"
+    else:
+        names = (contract.ITEM_IDS_OUTPUT, contract.ITEM_LABELS_OUTPUT, contract.ITEM_SCORES_OUTPUT)
+        if any(n not in result.outputs for n in names):
+            print(f"sicot predict: error: signature {signature} is not a search signature "
+                  f"(outputs: {sorted(result.outputs)}); does the model have catalogue items "
+                  f"(sicot enroll)?", file=sys.stderr)
+            return 1
+
+        def text(v):
+            return v.decode("utf-8") if isinstance(v, bytes) else str(v)
+
+        ids, labels, scores = (result.outputs[n][0] for n in names)
+        hits = [{"item_id": text(i), "label": text(l), "score": float(s)}
+                for i, l, s in zip(ids, labels, scores)]
+        source = f"signature {signature}"
+    if args.json:
+        print(json.dumps({"model": args.model_name, "version": result.version, "source": source,
+                          "hits": hits}))
+        return 0
+    version = "latest" if result.version is None else result.version
+    print(f"model {args.model_name} version {version} {source} "
+          f"({'REST' if args.rest else 'gRPC'} {address})")
+    width = max([len(h["item_id"]) for h in hits] + [4])
+    for rank, hit in enumerate(hits, 1):
+        print(f"{rank:>3}. {hit['item_id']:<{width}}  {hit['score']:.4f}  {hit['label']}")
     return 0

@@ -3,6 +3,7 @@
   sicot.data.cli       synth, import
   sicot.trainer.cli    train, evaluate
   sicot.trainer.enroll enroll
+  sicot.trainer.index  index
   sicot.pipeline.cli   run, compile
   sicot.serving.cli    serve, predict
   sicot.demo           demo (the README's main job)
@@ -26,6 +27,7 @@ _COMMAND_MODULES = (
     "sicot.data.cli",
     "sicot.trainer.cli",
     "sicot.trainer.enroll",
+    "sicot.trainer.index",
     "sicot.pipeline.cli",
     "sicot.serving.cli",
     "sicot.demo",
