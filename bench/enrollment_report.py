@@ -110,7 +110,9 @@ class TestSplit:
             raise SystemExit(f"{data_dir}: {len(rejected)} test records rejected")
         with open(os.path.join(data_dir, "new_skus.json")) as f:
             self.new_skus = set(json.load(f))
-        self.labels = [r["label"].decode("utf-8") for r in self.records]
+        from sicot import contract
+
+        self.labels = [r[contract.LABEL_KEY].decode("utf-8") for r in self.records]
         self.is_new = [label in self.new_skus for label in self.labels]
 
     def score(self, saved_model_dir, batch=128) -> dict:
@@ -118,11 +120,14 @@ class TestSplit:
         import tensorflow as tf
         import tensorflow_text  # noqa: F401
 
-        fn = tf.saved_model.load(saved_model_dir).signatures["serving_default"]
+        from sicot import contract
+
+        fn = tf.saved_model.load(saved_model_dir).signatures[contract.IMAGE_SIGNATURE]
         top1 = []
         for start in range(0, len(self.records), batch):
-            images = [r["image"] for r in self.records[start:start + batch]]
-            classes = fn(image=tf.constant(images))["classes"].numpy()[:, 0]
+            images = [r[contract.IMAGE_KEY] for r in self.records[start:start + batch]]
+            classes = fn(**{contract.IMAGE_KEY: tf.constant(images)})[
+                contract.CLASSES_OUTPUT].numpy()[:, 0]
             top1.extend(c.decode("utf-8") for c in classes)
         top1 = np.array(top1, object)
         labels = np.array(self.labels, object)
