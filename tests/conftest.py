@@ -30,7 +30,7 @@ def _train(root, transform, preset, **changes):
     from sicot.trainer.task import run_fn
 
     config = ModelConfig.preset(preset).replace(
-        image_size=16, embedding_dim=8, token_dim=6, attention_rank=3, epochs=1, crt_epochs=1,
+        embedding_dim=8, token_dim=6, attention_rank=3, epochs=1, crt_epochs=1,
         batch_size=16, **changes)
     out = os.path.join(root, preset)
     run_fn(FnArgs(train_files=[transform.transformed_files["train"]],

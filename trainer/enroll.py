@@ -298,7 +298,10 @@ def enroll_skus(model, calibration, tf_transform_output, class_names, skus, *,
     scores = {h: enrollment.enrolled_scores(
         calibration, h, np.asarray(prototypes[h], np.float64).reshape(-1, width[h]),
         trained_budget) for h in heads}
-    new_model = enrolled_model.build_enrolled(base, scores)
+    from sicot.trainer.task import model_shapes
+
+    new_model = enrolled_model.build_enrolled(base, scores,
+                                              model_shapes(tf_transform_output)[0])
     labels_now = {e["label"] for e in entries}
     all_items = (items.without_labels(labels_now) if items is not None
                  else SearchItems.empty(dim, text_model)).concat(new_items)

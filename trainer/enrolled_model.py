@@ -136,14 +136,15 @@ def base_model(model) -> SICoTModel:
     return model.base if isinstance(model, EnrolledSICoTModel) else model
 
 
-def build_enrolled(model, scores: dict) -> EnrolledSICoTModel:
+def build_enrolled(model, scores: dict, image_size: int) -> EnrolledSICoTModel:
     """The trained model with the enrolled classes of `scores` (head name ->
-    `enrollment.EnrolledScores`, every head of the model), replacing any enrolled before."""
+    `enrollment.EnrolledScores`, every head of the model), replacing any enrolled before.
+    `image_size` is the Transform's (`sicot.trainer.task.model_shapes`): a reloaded enrolled
+    model builds its base with the shape recorded here."""
     base = base_model(model)
     count = len(scores["visual"].prototypes)
     enrolled = EnrolledSICoTModel(base, count, name=base.name)
-    cfg = base.model_config
-    enrolled.build({contract.IMAGE_INPUT: (None, cfg.image_size, cfg.image_size, 3),
+    enrolled.build({contract.IMAGE_INPUT: (None, image_size, image_size, 3),
                     contract.TOKENS_INPUT: (None, None)})
     for name in model_heads(base):
         head = enrolled.enrolled_head(name)
