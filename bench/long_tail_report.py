@@ -35,6 +35,9 @@ from sicot.trainer.model_config import PRESET_NAMES
 MODELS = tuple(sorted(PRESET_NAMES, key=lambda m: m.startswith("sicot")))
 BANDS = (contract.OVERALL, *contract.BANDS)
 MODES = contract.QUERY_MODES
+# The plain reference (bench/plain_reference.py), one per head: `--models plain_cosine ...`.
+PLAIN_PREFIX = "plain_"
+PLAIN_MODELS = tuple(PLAIN_PREFIX + h for h in ("ce", "logit_adjust", "cosine"))
 
 
 def sicot_command():
@@ -45,6 +48,8 @@ def _training_options(argv) -> dict:
     """The options of a `sicot train` command line that change the result (not the paths)."""
     keep = ("--model", "--epochs", "--image-size", "--seed")
     options = {k: argv[i + 1] for i, k in enumerate(argv[:-1]) if k in keep}
+    if "--head" in argv:  # bench/plain_reference.py
+        options["--model"] = PLAIN_PREFIX + argv[argv.index("--head") + 1]
     options["--set"] = sorted(argv[i + 1] for i, k in enumerate(argv[:-1]) if k == "--set")
     return options
 
@@ -56,10 +61,15 @@ def _check_reused_run(run_dir, model, seed, args):
         trained = _training_options(f.readline().split())
     wanted = _training_options(["--model", model, "--epochs", str(args.epochs), "--image-size",
                                 str(args.image_size), "--seed", str(seed)]
-                               + [a for kv in args.set for a in ("--set", kv)])
+                               + [a for kv in _set_options(model, args) for a in ("--set", kv)])
     if trained != wanted:
         raise SystemExit(f"{run_dir}: finished with {trained}, but this call asks for {wanted}; "
                          f"use another --out (or delete the run) instead of mixing schedules")
+
+
+def _set_options(model: str, args) -> list:
+    """The --set options a run gets (the plain reference takes none)."""
+    return [] if model.startswith(PLAIN_PREFIX) else list(args.set)
 
 
 def run_one(dataset: str, data_dir: str, model: str, seed: int, args) -> dict:
@@ -71,15 +81,25 @@ def run_one(dataset: str, data_dir: str, model: str, seed: int, args) -> dict:
             return {"dataset": dataset, "model": model, "seed": seed, "reused": True,
                     "evaluation": json.load(f)}
     os.makedirs(run_dir, exist_ok=True)
-    train = sicot_command() + [
-        "train", "--data", data_dir, "--model", model, "--out", os.path.join(run_dir, "model"),
-        "--epochs", str(args.epochs), "--image-size", str(args.image_size), "--seed", str(seed),
-        "--work-dir", os.path.join(args.out, "work", dataset)] + [
-        a for kv in args.set for a in ("--set", kv)]
-    evaluate = sicot_command() + ["evaluate", "--model", os.path.join(run_dir, "model"),
-                                  "--data", data_dir, "--json", eval_json]
+    if model.startswith(PLAIN_PREFIX):
+        commands = [("train", [
+            sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                         "plain_reference.py"),
+            "--data", data_dir, "--head", model[len(PLAIN_PREFIX):], "--epochs",
+            str(args.epochs), "--image-size", str(args.image_size), "--seed", str(seed),
+            "--json", eval_json])]
+    else:
+        train = sicot_command() + [
+            "train", "--data", data_dir, "--model", model, "--out",
+            os.path.join(run_dir, "model"), "--epochs", str(args.epochs), "--image-size",
+            str(args.image_size), "--seed", str(seed),
+            "--work-dir", os.path.join(args.out, "work", dataset)] + [
+            a for kv in _set_options(model, args) for a in ("--set", kv)]
+        evaluate = sicot_command() + ["evaluate", "--model", os.path.join(run_dir, "model"),
+                                      "--data", data_dir, "--json", eval_json]
+        commands = [("train", train), ("evaluate", evaluate)]
     start = time.perf_counter()
-    for name, command in (("train", train), ("evaluate", evaluate)):
+    for name, command in commands:
         with open(os.path.join(run_dir, f"{name}.log"), "w") as log:
             log.write(" ".join(command) + "\n")
             log.flush()
@@ -207,8 +227,9 @@ def main(argv=None) -> int:
     if args.report_only:
         jobs = [j for j in jobs if os.path.exists(os.path.join(
             args.out, "runs", j[0], j[2], f"seed{j[3]}", "evaluation.json"))]
-    firsts = [next(j for j in jobs if j[0] == d) for d in datasets if any(
-        j[0] == d for j in jobs)]
+    firsts = [next(j for j in jobs if j[0] == d and not j[2].startswith(PLAIN_PREFIX))
+              for d in datasets if any(j[0] == d and not j[2].startswith(PLAIN_PREFIX)
+                                       for j in jobs)]
     runs = [run_one(*j, args) for j in firsts]
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         futures = [pool.submit(run_one, *j, args) for j in jobs if j not in firsts]
