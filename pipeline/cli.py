@@ -82,13 +82,21 @@ def _add_model_args(parser: argparse.ArgumentParser, schema_default="curated") -
                         help="comma-separated splits (eval, test) that may hold labels the "
                              "train split never has; by default such labels stop the run "
                              "at validation")
-    parser.add_argument("--min-top1", type=float, default=None,
-                        help="bless only if overall image-only top-1 >= this")
-    parser.add_argument("--min-few-top1", type=float, default=None,
-                        help="bless only if few-shot band image-only top-1 >= this")
-    parser.add_argument("--max-top1-drop", type=float, default=None,
-                        help="bless only if overall top-1 drops at most this much against "
-                             "the last blessed model")
+    gates = parser.add_argument_group(
+        "blessing gates (Evaluator; docs/pipeline.md)",
+        "A candidate is blessed only if it passes every gate. Change gates compare it with the "
+        "latest blessed model on the test split, for image-only and image + text queries; "
+        "they are skipped while no model has been blessed.")
+    gates.add_argument("--min-top1", type=float, default=None, metavar="F",
+                       help="floor on overall image-only top-1 (default 0.0)")
+    gates.add_argument("--min-few-top1", type=float, default=None, metavar="F",
+                       help="floor on few-shot band image-only top-1 (default 0.0)")
+    gates.add_argument("--max-overall-drop", type=float, default=None, metavar="F",
+                       help="largest drop of overall top-1 against the latest blessed model "
+                            "(default 0.005 = 0.5 points)")
+    gates.add_argument("--max-few-drop", type=float, default=None, metavar="F",
+                       help="largest drop of few-shot band top-1 and top-5 against the latest "
+                            "blessed model (default 0.01 = 1 point)")
 
 
 def _settings(args) -> dict:
@@ -99,13 +107,12 @@ def _settings(args) -> dict:
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
 
-    defaults = configs.BlessingThresholds()
+    chosen = {field: getattr(args, flag) for field, flag in (
+        ("overall_min_top1", "min_top1"), ("few_min_top1", "min_few_top1"),
+        ("max_overall_drop", "max_overall_drop"), ("max_few_drop", "max_few_drop"))
+        if getattr(args, flag) is not None}
     try:
-        thresholds = configs.BlessingThresholds(
-            overall_min_top1=defaults.overall_min_top1 if args.min_top1 is None else args.min_top1,
-            few_min_top1=defaults.few_min_top1 if args.min_few_top1 is None else args.min_few_top1,
-            max_top1_drop=(defaults.max_top1_drop if args.max_top1_drop is None
-                           else args.max_top1_drop))
+        thresholds = configs.BlessingThresholds(**chosen)
     except ValueError as e:
         raise UserError(str(e).replace("BlessingThresholds.", "threshold ")) from e
 

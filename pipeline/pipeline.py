@@ -76,22 +76,39 @@ def detect_dataset_layout(data_root: str) -> DatasetLayout:
 
 
 def _eval_config(thresholds: configs.BlessingThresholds):
+    """TFMA config: metrics by slice (overall, band_xf) for both query modes, and the gates.
+
+    Every threshold is a per-slice threshold: a MetricConfig's plain `threshold` would apply to
+    every slice (many and medium bands included), not only the overall one.
+    """
     import tensorflow_model_analysis as tfma
 
     label_key = contract.LABEL_XF
+    overall_slice = tfma.SlicingSpec()
     few_slice = tfma.SlicingSpec(feature_values={contract.BAND_XF: contract.FEW})
 
-    def top1_threshold(lower_bound: float, with_change: bool):
-        threshold = tfma.MetricThreshold(
-            value_threshold=tfma.GenericValueThreshold(lower_bound={"value": lower_bound}))
-        if with_change:
-            threshold.change_threshold.CopyFrom(tfma.GenericChangeThreshold(
-                direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-                absolute={"value": -thresholds.max_top1_drop}))
-        return threshold
+    def gate(slicing_spec, max_drop: float, lower_bound: Optional[float] = None):
+        threshold = tfma.MetricThreshold(change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -max_drop}))
+        if lower_bound is not None:
+            threshold.value_threshold.CopyFrom(
+                tfma.GenericValueThreshold(lower_bound={"value": lower_bound}))
+        return tfma.PerSliceMetricThreshold(slicing_specs=[slicing_spec], threshold=threshold)
 
-    blessing_output, other_output = contract.QUERY_MODES
-    top5 = tfma.MetricConfig(class_name="SparseTopKCategoricalAccuracy", config='{"k": 5}')
+    def metrics(mode: str):
+        # Value floors on the image-only output only; change gates on both outputs.
+        floors = mode == configs.BLESSING_QUERY_MODE
+        return [
+            tfma.MetricConfig(class_name="ExampleCount"),
+            tfma.MetricConfig(class_name="SparseCategoricalAccuracy", per_slice_thresholds=[
+                gate(overall_slice, thresholds.max_overall_drop,
+                     thresholds.overall_min_top1 if floors else None),
+                gate(few_slice, thresholds.max_few_drop,
+                     thresholds.few_min_top1 if floors else None)]),
+            tfma.MetricConfig(class_name="SparseTopKCategoricalAccuracy", config='{"k": 5}',
+                              per_slice_thresholds=[gate(few_slice, thresholds.max_few_drop)]),
+        ]
+
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(
             signature_name=contract.EVAL_SIGNATURE,
@@ -99,25 +116,8 @@ def _eval_config(thresholds: configs.BlessingThresholds):
             label_keys={mode: label_key for mode in contract.QUERY_MODES},
         )],
         slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[contract.BAND_XF])],
-        metrics_specs=[
-            tfma.MetricsSpec(
-                output_names=[blessing_output],
-                metrics=[
-                    tfma.MetricConfig(class_name="ExampleCount"),
-                    tfma.MetricConfig(
-                        class_name="SparseCategoricalAccuracy",
-                        threshold=top1_threshold(thresholds.overall_min_top1, with_change=True),
-                        per_slice_thresholds=[tfma.PerSliceMetricThreshold(
-                            slicing_specs=[few_slice],
-                            threshold=top1_threshold(thresholds.few_min_top1, with_change=False))],
-                    ),
-                    top5,
-                ]),
-            tfma.MetricsSpec(
-                output_names=[other_output],
-                metrics=[tfma.MetricConfig(class_name="ExampleCount"),
-                         tfma.MetricConfig(class_name="SparseCategoricalAccuracy"), top5]),
-        ],
+        metrics_specs=[tfma.MetricsSpec(output_names=[mode], metrics=metrics(mode))
+                       for mode in contract.QUERY_MODES],
     )
 
 

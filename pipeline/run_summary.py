@@ -3,7 +3,8 @@
 `latest_run(pipeline_root, pipeline_name)` lists each component execution of the newest run
 with its state (COMPLETE, CACHED, FAILED...) and output artifact URIs; `band_metrics(uri)`
 reads TFMA's per-slice metrics (overall and by band_xf) for both query modes;
-`format_summary(...)` is what `sicot run` prints.
+`gate_failures(uri)` reads TFMA's validation result: which blessing gate failed and by how
+much; `format_summary(...)` is what `sicot run` prints.
 """
 from __future__ import annotations
 
@@ -112,6 +113,93 @@ def band_metrics(evaluation_uri: str) -> Dict[Tuple[str, str], Dict[str, float]]
     return table
 
 
+_METRIC_NAMES = {"sparse_categorical_accuracy": "top-1",
+                 "sparse_top_k_categorical_accuracy": "top-5"}
+
+
+@dataclasses.dataclass
+class GateFailure:
+    """One failed blessing gate of an Evaluator run.
+
+    kind: "change" (fell against the latest blessed model: `value` is the change, negative
+    for a drop, `limit` the allowed change, e.g. -0.01), "floor" (`value` below `limit`) or
+    "missing" (the slice or metric was not computed, e.g. no few-shot example in the split).
+    """
+
+    kind: str
+    slice: str   # "overall" or a band name
+    mode: str    # query mode (image_only, image_text)
+    metric: str  # "top-1" / "top-5" (or TFMA's metric name)
+    value: Optional[float] = None
+    limit: Optional[float] = None
+    candidate: Optional[float] = None
+
+    def describe(self) -> str:
+        where = f"{self.slice} {self.mode} {self.metric}"
+        if self.kind == "change":
+            text = (f"gate '{where} change' failed: {self.value:+.4f} against the latest "
+                    f"blessed model (allowed {self.limit:+.4f}, {-self.value * 100:.2f} points "
+                    f"lost where at most {-self.limit * 100:.2f} may be)")
+            if self.candidate is not None:
+                text += f"; candidate {self.candidate:.4f}, baseline {self.candidate - self.value:.4f}"
+            return text
+        if self.kind == "floor":
+            return (f"gate '{where} floor' failed: {self.value:.4f} < {self.limit:.4f} "
+                    f"(short by {self.limit - self.value:.4f})")
+        return f"gate '{where}' could not be checked: {self.value or 'not computed'}"
+
+
+def _slice_name(single_slice_keys) -> str:
+    if not single_slice_keys:
+        return "overall"
+    parts = []
+    for key in single_slice_keys:
+        value = key.bytes_value.decode() if key.bytes_value else (
+            key.int64_value if key.int64_value else key.float_value)
+        parts.append(str(value) if key.column == contract.BAND_XF else f"{key.column}={value}")
+    return ",".join(parts)
+
+
+def gate_failures(evaluation_uri: str) -> List[GateFailure]:
+    """The blessing gates an Evaluator run failed (empty when it blessed the model)."""
+    import tensorflow_model_analysis as tfma
+
+    result = tfma.load_validation_result(evaluation_uri)
+    if result.validation_ok:
+        return []
+    try:
+        table = band_metrics(evaluation_uri)
+    except Exception:  # noqa: BLE001 - the failures are still worth naming without values
+        table = {}
+    failures = []
+    for per_slice in result.metric_validations_per_slice:
+        name = _slice_name(per_slice.slice_key.single_slice_keys)
+        for failure in per_slice.failures:
+            key = failure.metric_key
+            metric = _METRIC_NAMES.get(key.name, key.name)
+            value = failure.metric_value.double_value.value
+            threshold = failure.metric_threshold
+            if not failure.metric_value.HasField("double_value"):
+                # TFMA counts a threshold it could not check (metric not computed) as failed
+                failures.append(GateFailure("missing", name, key.output_name, metric,
+                                            " ".join(failure.message.split()) or None))
+            elif threshold.HasField("change_threshold"):
+                row = table.get((name, key.output_name), {})
+                short = {"top-1": "top1", "top-5": "top5"}.get(metric)
+                failures.append(GateFailure(
+                    "change", name, key.output_name, metric, value,
+                    threshold.change_threshold.absolute.value, row.get(short)))
+            else:
+                failures.append(GateFailure(
+                    "floor", name, key.output_name, metric, value,
+                    threshold.value_threshold.lower_bound.value))
+    for missing in result.missing_slices:
+        spec = dict(missing.feature_values)
+        failures.append(GateFailure("missing", ",".join(spec.values()) or "overall", "*", "*",
+                                    "slice missing from the evaluation"))
+    return failures
+
+
 def format_band_table(table: Dict[Tuple[str, str], Dict[str, float]]) -> str:
     order = [contract.OVERALL, *contract.BANDS]
     lines = [f"{'slice':<8} {'query':<11} {'top-1':>6} {'top-5':>6} {'count':>6}"]
@@ -148,6 +236,13 @@ def format_summary(runs: Dict[str, ComponentRun], serving_dir: Optional[str] = N
             lines.append(format_band_table(band_metrics(evaluator.outputs["evaluation"][0])))
         except Exception as e:  # noqa: BLE001 - the summary must not hide the run's outcome
             lines.append(f"  (could not read the evaluation: {e})")
+        if blessed != 1:
+            try:
+                failures = gate_failures(evaluator.outputs["evaluation"][0])
+            except Exception as e:  # noqa: BLE001
+                lines.append(f"  (could not read the blessing gates: {e})")
+            else:
+                lines += [f"  NOT BLESSED: {f.describe()}" for f in failures]
     pusher = runs.get("Pusher")
     if pusher:
         pushed = pusher.properties.get("pushed_model", {})

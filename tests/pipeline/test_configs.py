@@ -108,3 +108,24 @@ def test_local_runner_settings_from_env(tmp_path):
     assert settings["allow_unseen_labels"] == ["eval", "test"]
     with pytest.raises(ValueError, match="set SICOT_DATA"):
         local_runner.settings_from_env({})
+
+
+def test_sicot_run_help_lists_the_blessing_gates_with_their_defaults(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "blessing gates" in text
+    assert "--max-overall-drop F" in text and "default 0.005 = 0.5 points" in text
+    assert "--max-few-drop F" in text and "default 0.01 = 1 point" in text
+    defaults = configs.BlessingThresholds()
+    assert (defaults.max_overall_drop, defaults.max_few_drop) == (0.005, 0.01)
+
+
+def test_gate_flags_reach_the_thresholds(tmp_path):
+    from sicot.pipeline import cli as pipeline_cli
+
+    args = cli.build_parser().parse_args([
+        "run", "--data", str(tmp_path), "--pipeline-root", "r", "--serving-dir", "s",
+        "--max-few-drop", "0.03", "--min-top1", "0.2"])
+    thresholds = pipeline_cli._settings(args)["thresholds"]
+    assert thresholds == configs.BlessingThresholds(max_few_drop=0.03, overall_min_top1=0.2)
