@@ -125,7 +125,8 @@ class GrpcClient:
         except grpc.RpcError as e:
             raise ClientError(e.code().name, e.details() or str(e)) from None
 
-    def input_names(self, signature_name: str) -> list[str]:
+    def signature_defs(self):
+        """The model's `SignatureDefMap` (GetModelMetadata)."""
         from tensorflow_serving.apis import get_model_metadata_pb2
 
         request = get_model_metadata_pb2.GetModelMetadataRequest()
@@ -134,10 +135,24 @@ class GrpcClient:
         response = self._call(self.predictions.GetModelMetadata, request)
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         response.metadata["signature_def"].Unpack(signature_map)
+        return signature_map
+
+    def input_names(self, signature_name: str) -> list[str]:
+        signature_map = self.signature_defs()
         if signature_name not in signature_map.signature_def:
             raise ClientError("INVALID_ARGUMENT", f"model {self.model_name} has no signature "
                               f"{signature_name!r}; it has {sorted(signature_map.signature_def)}")
         return list(signature_map.signature_def[signature_name].inputs)
+
+    def model_status(self) -> list[tuple[int, str, str]]:
+        """[(version, state name, error message)] of every version (ModelService.GetModelStatus)."""
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = self.model_name
+        response = self._call(self.models.GetModelStatus, request)
+        return [(s.version, get_model_status_pb2.ModelVersionStatus.State.Name(s.state),
+                 s.status.error_message) for s in response.model_version_status]
 
     def predict(self, signature_name: str, inputs: dict[str, np.ndarray],
                 version: int | None = None) -> Prediction:
