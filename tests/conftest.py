@@ -1,11 +1,65 @@
-"""Fixtures shared by the trainer and serving tests of `sicot enroll`: two tiny trained
-models (sicot and cosine, 1 short epoch through the TFX run_fn), a catalogue, and the sicot
-model enrolled with it. Built once per session (about 3 minutes on 2 CPUs)."""
+"""Fixtures shared by every test folder.
+
+The `sicot enroll` fixtures of the trainer and serving tests: two tiny trained models
+(sicot and cosine, 1 short epoch through the TFX run_fn), a catalogue, and the sicot model
+enrolled with it. Built once per session (about 3 minutes on 2 CPUs).
+
+`chromium`: headless Chromium (Debian package `chromium`, installed by
+scripts/install_chromium.sh when missing) that loads a local HTML file from a fresh profile,
+with networking features off (the pages are files; nothing but loopback is ever reached),
+and returns what it rendered: the DOM after scripts ran, and a screenshot.
+"""
 import json
 import os
+import shutil
+import subprocess
+import types
 
 import numpy as np
 import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run",
+         "--disable-default-apps", "--disable-extensions", "--mute-audio",
+         "--allow-file-access-from-files", "--virtual-time-budget=5000"]
+
+
+def _find_chromium():
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@pytest.fixture(scope="session")
+def chromium(tmp_path_factory):
+    binary = _find_chromium()
+    if binary is None:
+        result = subprocess.run([os.path.join(ROOT, "scripts", "install_chromium.sh")],
+                                capture_output=True, text=True, timeout=900)
+        binary = _find_chromium()
+        if binary is None:
+            pytest.fail("headless Chromium is needed and could not be installed: "
+                        + (result.stderr or result.stdout)[-2000:])
+
+    def run(extra, profile):
+        return subprocess.run([binary, *FLAGS, f"--user-data-dir={profile}", *extra],
+                              capture_output=True, text=True, timeout=180)
+
+    def render(html_path, out_dir, width=1200, height=2400):
+        """(DOM text after scripts ran, screenshot PNG path) of a local page."""
+        url = "file://" + os.path.abspath(html_path)
+        dom = run(["--dump-dom", url], tmp_path_factory.mktemp("chromium_profile"))
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        shot = os.path.join(str(out_dir), "screenshot.png")
+        done = run([f"--screenshot={shot}", f"--window-size={width},{height}",
+                    "--hide-scrollbars", url], tmp_path_factory.mktemp("chromium_profile"))
+        assert done.returncode == 0 and os.path.isfile(shot), done.stderr[-2000:]
+        return dom.stdout, shot
+
+    return types.SimpleNamespace(binary=binary, render=render)
 
 
 def _tiny_dataset_module():

@@ -49,6 +49,10 @@ def register(subparsers) -> None:
     p.add_argument("--json", help="write the report here (default MODEL/evaluation.json when "
                    "MODEL is a `sicot train` folder, else only printed)")
     p.add_argument("--split", default=contract.TEST_SPLIT, choices=contract.SPLITS)
+    p.add_argument("--report", metavar="DIR",
+                   help="also write an error-analysis page DIR/report.html: band table, "
+                        "accuracy against training count (PNG), most confused class pairs "
+                        "with thumbnails, TFMA confusion matrix metrics")
     p.set_defaults(handler=_evaluate)
 
 
@@ -148,9 +152,19 @@ def _evaluate(args) -> int:
 
     if not os.path.exists(args.model):
         raise UserError(f"--model {args.model} does not exist")
-    report = evaluate_saved_model(args.model, args.data, image_only=args.image_only,
-                                  split=args.split)
+    report, records, predictions = evaluate_saved_model(
+        args.model, args.data, image_only=args.image_only, split=args.split,
+        return_predictions=True)
     print(format_table(report))
+    if args.report:
+        from sicot.trainer import error_analysis
+
+        out = os.path.abspath(args.report)
+        confusion = error_analysis.tfma_confusion(
+            report["saved_model"], records, os.path.join(out, "tfma_work"),
+            error_analysis.class_names_of(report["saved_model"]))
+        page = error_analysis.write_report(out, report, records, predictions, confusion)
+        print(f"sicot evaluate: error analysis in {page}")
     path = args.json
     if path is None and os.path.isfile(os.path.join(args.model, "train_report.json")):
         path = os.path.join(args.model, "evaluation.json")

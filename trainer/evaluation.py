@@ -122,16 +122,33 @@ def read_split(data_dir: str, split: str = "test"):
 
 
 def evaluate_saved_model(model_dir: str, data_dir: str, image_only: bool = False,
-                         batch_size: int = 64, split: str = contract.TEST_SPLIT) -> dict:
-    """Runs the split through the serving signatures; returns the report dict."""
-    import numpy as np
-    import tensorflow as tf
-
+                         batch_size: int = 64, split: str = contract.TEST_SPLIT,
+                         return_predictions: bool = False):
+    """Runs the split through the serving signatures; returns the report dict (and, with
+    `return_predictions`, the records and their predicted top-k classes per mode)."""
     saved_model_dir = resolve_saved_model_dir(model_dir)
     records, rejected = read_split(data_dir, split)
     if not records:
         raise UserError(f"--data {data_dir}: the {split} split has no usable records "
                         f"({len(rejected)} rejected)")
+    fields, predictions = evaluate_records(saved_model_dir, records, image_only=image_only,
+                                           batch_size=batch_size)
+    report = {"saved_model": saved_model_dir, "data": os.path.abspath(data_dir), "split": split,
+              "bands_from": "the model's Transform (transform_features)",
+              "records": fields.pop("records"),
+              "rejected_records": len(rejected),
+              "rejected_reasons": dict(collections.Counter(
+                  e["reason"].split(":", 1)[0] for e in rejected)),
+              **fields}
+    return (report, records, predictions) if return_predictions else report
+
+
+def evaluate_records(saved_model_dir: str, records, image_only: bool = False,
+                     batch_size: int = 64):
+    """(report fields, {mode: [top-k class names per record]}) for raw records ({image, title,
+    tags, label, record_id} bytes); bands and training counts come from the model."""
+    import numpy as np
+    import tensorflow as tf
     import tensorflow_text  # noqa: F401  (registers the tokenizer ops the TFT graph uses)
 
     loaded = tf.saved_model.load(saved_model_dir)
@@ -143,7 +160,7 @@ def evaluate_saved_model(model_dir: str, data_dir: str, image_only: bool = False
     if missing:
         raise UserError(f"--model {saved_model_dir}: no signature {missing}")
 
-    results, per_class = {}, {}
+    results, per_class, predictions = {}, {}, {}
     # One row per record: its class, band and each mode's top-1 answer (`sicot demo` picks its
     # queries from these).
     examples = [{"record_id": r[contract.RECORD_ID_KEY].decode("utf-8"),
@@ -154,6 +171,7 @@ def evaluate_saved_model(model_dir: str, data_dir: str, image_only: bool = False
         signature = loaded.signatures[signature_name]
         tallies = collections.defaultdict(Tally)
         class_tallies = collections.defaultdict(Tally)
+        predictions[mode] = []
         for start in console.progress(range(0, len(records), batch_size), unit="batch",
                                       desc=f"sicot evaluate: {mode}"):
             batch = records[start:start + batch_size]
@@ -170,6 +188,7 @@ def evaluate_saved_model(model_dir: str, data_dir: str, image_only: bool = False
                 tallies[contract.OVERALL].add(hit1, hit5)
                 tallies[band].add(hit1, hit5)
                 class_tallies[label.decode("utf-8")].add(hit1, hit5)
+                predictions[mode].append([c.decode("utf-8") for c in predicted])
         results[mode] = {name: tallies[name].as_dict()
                          for name in (contract.OVERALL, *contract.BANDS)}
         per_class[mode] = {
@@ -178,14 +197,9 @@ def evaluate_saved_model(model_dir: str, data_dir: str, image_only: bool = False
             for name, t in sorted(class_tallies.items())}
 
     band_classes = collections.Counter(class_bands.values())
-    return {"saved_model": saved_model_dir, "data": os.path.abspath(data_dir), "split": split,
-            "bands_from": "the model's Transform (transform_features)",
-            "records": len(records),
-            "rejected_records": len(rejected),
-            "rejected_reasons": dict(collections.Counter(
-                e["reason"].split(":", 1)[0] for e in rejected)),
-            "train_classes_per_band": {b: band_classes.get(b, 0) for b in contract.BANDS},
-            "results": results, "per_class": per_class, "examples": examples}
+    return ({"records": len(records),
+             "train_classes_per_band": {b: band_classes.get(b, 0) for b in contract.BANDS},
+             "results": results, "per_class": per_class, "examples": examples}, predictions)
 
 
 def format_table(report: dict) -> str:
