@@ -97,6 +97,21 @@ def _add_model_args(parser: argparse.ArgumentParser, schema_default="curated") -
     gates.add_argument("--max-few-drop", type=float, default=None, metavar="F",
                        help="largest drop of few-shot band top-1 and top-5 against the latest "
                             "blessed model (default 0.01 = 1 point)")
+    canary = parser.add_argument_group(
+        "canary (between Evaluator and Pusher; docs/reliability.md)",
+        "The blessed candidate is served on 127.0.0.1 by the server `sicot serve` runs and every "
+        "signature is asked with held-out records; it is pushed only if all answers pass.")
+    canary.add_argument("--canary-max-p99-ms", type=float, default=None, metavar="MS",
+                        help="largest p99 latency of a single-row gRPC request, per signature "
+                             "(default 1000)")
+    canary.add_argument("--canary-records", type=int, default=None, metavar="N",
+                        help="held-out records per batch request (default 16)")
+    canary.add_argument("--canary-requests", type=int, default=None, metavar="N",
+                        help="timed single-row requests per signature (default 20)")
+    parser.add_argument("--score-splits", default="", metavar="SPLITS",
+                        help="batch-score these splits (e.g. train,eval,test) with the blessed "
+                             "candidate: predictions, suspected mislabelled and near-duplicate "
+                             "listings (BulkInferrer + ScoringReport; default none)")
 
 
 def _settings(args) -> dict:
@@ -116,6 +131,19 @@ def _settings(args) -> dict:
     except ValueError as e:
         raise UserError(str(e).replace("BlessingThresholds.", "threshold ")) from e
 
+    # CanaryLimits fields (serving code checks them too; the pipeline never imports it)
+    canary_limits = {}
+    for field, flag, minimum in (("max_p99_ms", "canary_max_p99_ms", 0.0),
+                                 ("num_records", "canary_records", 1),
+                                 ("requests_per_signature", "canary_requests", 1)):
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if value < minimum or (field == "max_p99_ms" and value <= 0):
+            raise UserError(f"--{flag.replace('_', '-')} {value}: must be "
+                            f"{'> 0' if field == 'max_p99_ms' else '>= 1'}")
+        canary_limits[field] = value
+
     if args.schema in (None, "infer"):
         schema_path = None
     elif args.schema == "curated":
@@ -129,8 +157,14 @@ def _settings(args) -> dict:
     if unknown:
         raise UserError(f"--allow-unseen-labels: unknown split(s) {', '.join(unknown)}; "
                         f"choose from {', '.join(configs.HELD_OUT_SPLITS)}")
+    score_splits = [s.strip() for s in args.score_splits.split(",") if s.strip()]
+    unknown = sorted(set(score_splits) - set(contract.SPLITS))
+    if unknown:
+        raise UserError(f"--score-splits: unknown split(s) {', '.join(unknown)}; choose from "
+                        f"{', '.join(contract.SPLITS)}")
     return dict(
         pipeline_name=args.pipeline_name,
+        score_splits=score_splits,
         model_config=model.to_dict(),
         transform_config=transform.to_dict(),
         schema_path=schema_path,
@@ -138,6 +172,7 @@ def _settings(args) -> dict:
         train_steps=args.train_steps,
         eval_steps=args.eval_steps,
         thresholds=thresholds,
+        canary_limits=canary_limits,
     )
 
 

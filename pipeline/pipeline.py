@@ -8,9 +8,15 @@
   -> ValidationGate (raises on any anomaly of either; passes the schema on)
   -> Transform (analyze train; transform every split)
   -> Trainer (run_fn by dotted name; TensorBoard logs in the ModelRun artifact)
-  -> Evaluator (TFMA on the test split, sliced by band_xf; blessing thresholds, baseline =
-     latest blessed model) -> Pusher (TF Serving layout `<serving_dir>/<version>/`, blessed
-     models only).
+  -> Evaluator (TFMA on the test split, sliced by band_xf; blessing gates against the latest
+     blessed model) -> ErrorReport (report.html: band table, accuracy against training count,
+     confused pairs with thumbnails, TFMA confusion matrix) and Canary (the candidate served on loopback by the `sicot serve` server,
+     every signature asked with held-out records; an InfraBlessing)
+  -> Pusher (TF Serving layout `<serving_dir>/<version>/`; only models both the Evaluator and
+     the Canary blessed)
+  -> BulkInferrer + ScoringReport (optional, `score_splits`: every example of those splits
+     scored with the blessed candidate's `serving_examples` signature; predictions,
+     suspected mislabelled and near-duplicate listings).
 
 The pipeline never imports model code: Transform and Trainer get dotted names
 (`configs.PREPROCESSING_FN`, `configs.RUN_FN`); only `sicot.contract` (names) is
@@ -19,6 +25,7 @@ shared.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -107,7 +114,8 @@ def _eval_config(thresholds: configs.BlessingThresholds):
                      thresholds.few_min_top1 if floors else None)]),
             tfma.MetricConfig(class_name="SparseTopKCategoricalAccuracy", config='{"k": 5}',
                               per_slice_thresholds=[gate(few_slice, thresholds.max_few_drop)]),
-        ]
+        ] + ([tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot")]  # ErrorReport
+             if mode == configs.BLESSING_QUERY_MODE else [])
 
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(
@@ -136,6 +144,8 @@ def create_pipeline(
     train_steps: Optional[int] = None,
     eval_steps: Optional[int] = None,
     thresholds: configs.BlessingThresholds = configs.BlessingThresholds(),
+    canary_limits: Optional[Mapping[str, Any]] = None,
+    score_splits: Sequence[str] = (),
     beam_pipeline_args: Optional[Sequence[str]] = None,
     metadata_connection_config=None,
     enable_cache: bool = True,
@@ -163,7 +173,13 @@ def create_pipeline(
         stops the run at the ValidationGate.
       train_steps, eval_steps: Trainer TrainArgs/EvalArgs num_steps; None lets run_fn run its
         epochs over the data.
-      thresholds: Evaluator blessing thresholds.
+      thresholds: Evaluator blessing gates.
+      canary_limits: `sicot.serving.canary.CanaryLimits` fields (what the Canary sends and
+        accepts: records, requests, p99 latency, agreement with the evaluated answers), e.g.
+        {"max_p99_ms": 500}; checked by the Canary (the pipeline never imports serving code:
+        the Canary calls `configs.CANARY_FN` by dotted name).
+      score_splits: splits BulkInferrer scores with the candidate the Evaluator blessed,
+        turned into reports by ScoringReport (e.g. ("train", "eval", "test")); empty = none.
       beam_pipeline_args: e.g. `configs.beam_pipeline_args("direct")`.
       metadata_connection_config: MLMD connection (the local runner uses SQLite under the
         pipeline root; None for Vertex).
@@ -176,7 +192,10 @@ def create_pipeline(
     """
     from tfx import v1 as tfx
 
+    from sicot.pipeline.canary import Canary
+    from sicot.pipeline.error_report import ErrorReport
     from sicot.pipeline.manifest_example_gen import ManifestExampleGen
+    from sicot.pipeline.scoring_report import ScoringReport
     from sicot.pipeline.schema_curation import CurateInferredSchema
     from sicot.pipeline.unseen_label_validator import UnseenLabelValidator
     from sicot.pipeline.validation_gate import ValidationGate
@@ -279,12 +298,39 @@ def create_pipeline(
             model=trainer.outputs["model"],
             baseline_model=model_resolver.outputs["model"],
             eval_config=_eval_config(thresholds))
+        error_report = ErrorReport(
+            model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
+            evaluation=evaluator.outputs["evaluation"],
+            transform_graph=transform.outputs["transform_graph"], split=configs.EVALUATE_SPLIT,
+            band_edges=",".join(str(v) for v in (transform_config or {}).get("band_edges", ())))
+        canary = Canary(
+            model=trainer.outputs["model"],
+            model_blessing=evaluator.outputs["blessing"],
+            examples=example_gen.outputs["examples"],
+            limits=json.dumps(dict(canary_limits or {}), sort_keys=True),
+            canary_fn=configs.CANARY_FN)
         pusher = tfx.components.Pusher(
             model=trainer.outputs["model"],
             model_blessing=evaluator.outputs["blessing"],
+            infra_blessing=canary.outputs["blessing"],
             push_destination=tfx.proto.PushDestination(
                 filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)))
-        components += [model_resolver, evaluator, pusher]
+        components += [model_resolver, evaluator, error_report, canary, pusher]
+        if score_splits:
+            unknown = sorted(set(score_splits) - set(contract.SPLITS))
+            if unknown:
+                raise ValueError(f"score_splits: unknown split(s) {unknown}")
+            bulk_inferrer = tfx.components.BulkInferrer(
+                examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
+                model_blessing=evaluator.outputs["blessing"],
+                data_spec=tfx.proto.DataSpec(example_splits=list(score_splits)),
+                model_spec=tfx.proto.ModelSpec(
+                    model_signature_name=[contract.EXAMPLES_SIGNATURE]))
+            scoring_report = ScoringReport(
+                inference_result=bulk_inferrer.outputs["inference_result"],
+                examples=example_gen.outputs["examples"],
+                pushed_model=pusher.outputs["pushed_model"], splits=",".join(score_splits))
+            components += [bulk_inferrer, scoring_report]
 
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,

@@ -215,6 +215,11 @@ def format_band_table(table: Dict[Tuple[str, str], Dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def blessed_by_evaluator(runs: Dict[str, ComponentRun]) -> bool:
+    evaluator = runs.get("Evaluator")
+    return bool(evaluator) and evaluator.properties.get("blessing", {}).get("blessed") == 1
+
+
 def format_summary(runs: Dict[str, ComponentRun], serving_dir: Optional[str] = None) -> str:
     """The text `sicot run` prints after a run."""
     lines = ["Components (state, outputs):"]
@@ -243,11 +248,42 @@ def format_summary(runs: Dict[str, ComponentRun], serving_dir: Optional[str] = N
                 lines.append(f"  (could not read the blessing gates: {e})")
             else:
                 lines += [f"  NOT BLESSED: {f.describe()}" for f in failures]
+    error_report = runs.get("ErrorReport")
+    if error_report and error_report.properties.get("report", {}).get("page"):
+        lines.append(f"Error analysis: {error_report.properties['report']['page']} "
+                     f"(open in a browser)")
+    canary = runs.get("Canary")
+    canary_blessed = None
+    if canary and canary.outputs.get("blessing"):
+        props = canary.properties.get("blessing", {})
+        canary_blessed = props.get("blessed")
+        report = canary.outputs["blessing"][0].rstrip("/") + "/canary_report.json"
+        if canary_blessed == 1:
+            p99 = props.get("max_p99_ms")
+            lines.append("Canary: passed (every signature answered on 127.0.0.1"
+                         + ("" if p99 is None else f", slowest p99 {p99:.1f} ms")
+                         + f"); report {report}")
+        else:
+            lines.append(f"Canary: NOT BLESSED: {props.get('reason', '?')}; report {report}")
     pusher = runs.get("Pusher")
     if pusher:
         pushed = pusher.properties.get("pushed_model", {})
         if pushed.get("pushed") == 1:
             lines.append(f"Pushed model: {pushed.get('pushed_destination')}")
         else:
-            lines.append(f"Not pushed (model not blessed){'' if not serving_dir else '; serving dir ' + serving_dir}")
+            why = ("the canary failed" if canary_blessed == 0 and blessed_by_evaluator(runs)
+                   else "model not blessed")
+            lines.append(f"Not pushed ({why}){'' if not serving_dir else '; serving dir ' + serving_dir + ' unchanged'}")
+    scorer = runs.get("ScoringReport")
+    if scorer and scorer.outputs.get("report"):
+        props = scorer.properties.get("report", {})
+        where = scorer.outputs["report"][0].rstrip("/") + "/predictions.jsonl"
+        if props.get("skipped"):
+            lines.append(f"Batch scoring: skipped: {props['skipped']}")
+        else:
+            lines.append(f"Batch scoring ({'pushed' if props.get('pushed') == 1 else 'NOT pushed'}"
+                         f" model): {props.get('scored')} scored, {props.get('quarantined')} "
+                         f"quarantined by ExampleGen, {props.get('suspects')} suspected "
+                         f"mislabelled, {props.get('duplicate_pairs')} near-duplicate pairs; "
+                         f"{where} (+ .suspects.jsonl, .duplicates.jsonl, .summary.json)")
     return "\n".join(lines)

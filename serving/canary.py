@@ -41,17 +41,17 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from sicot.trainer import features
+from sicot import contract
 
 log = logging.getLogger(__name__)
 
-IMAGE_ONLY_OUTPUT, IMAGE_TEXT_OUTPUT = "image_only", "image_text"
+IMAGE_ONLY_OUTPUT, IMAGE_TEXT_OUTPUT = contract.IMAGE_ONLY, contract.IMAGE_TEXT
 # signature -> the probability output of eval_examples its top-1 must agree with
-SERVED_QUERY_MODE = {"serving_default": IMAGE_ONLY_OUTPUT,
-                     "serving_examples": IMAGE_ONLY_OUTPUT,
-                     "serving_image_text": IMAGE_TEXT_OUTPUT}
-PROBABILITY_SIGNATURE = "eval_examples"
-EXAMPLES_INPUT = "examples"
+SERVED_QUERY_MODE = {contract.IMAGE_SIGNATURE: IMAGE_ONLY_OUTPUT,
+                     contract.EXAMPLES_SIGNATURE: IMAGE_ONLY_OUTPUT,
+                     contract.IMAGE_TEXT_SIGNATURE: IMAGE_TEXT_OUTPUT}
+PROBABILITY_SIGNATURE = contract.EVAL_SIGNATURE
+EXAMPLES_INPUT = contract.EXAMPLES_INPUT
 TIE_TOLERANCE = 1e-4
 
 
@@ -149,7 +149,7 @@ def serialized_example(record: Mapping[str, bytes]) -> bytes:
     import tensorflow as tf
 
     feats = {k: tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
-             for k, v in record.items() if k != features.LABEL_KEY and isinstance(v, bytes)}
+             for k, v in record.items() if k != contract.LABEL_KEY and isinstance(v, bytes)}
     return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
 
 
@@ -158,14 +158,14 @@ def build_signature_inputs(input_names: Sequence[str], records: Sequence[Mapping
     input that cannot be built from a record."""
     inputs = {}
     for name in input_names:
-        if name in (features.IMAGE_KEY, features.TITLE_KEY, features.TAGS_KEY):
+        if name in (contract.IMAGE_KEY, contract.TITLE_KEY, contract.TAGS_KEY):
             values = [r.get(name, b"") for r in records]
         elif name == EXAMPLES_INPUT:
             values = [serialized_example(r) for r in records]
         else:
             raise ValueError(f"input {name!r} cannot be built from a record (the canary "
-                             f"builds {features.IMAGE_KEY}, {features.TITLE_KEY}, "
-                             f"{features.TAGS_KEY} and {EXAMPLES_INPUT})")
+                             f"builds {contract.IMAGE_KEY}, {contract.TITLE_KEY}, "
+                             f"{contract.TAGS_KEY} and {EXAMPLES_INPUT})")
         inputs[name] = np.array(values, dtype=object)
     return inputs
 
@@ -187,8 +187,8 @@ def check_outputs(signature: str, outputs: Mapping[str, np.ndarray], rows: int) 
             problems.append(f"{signature}: output {key!r} holds NaN or infinite values")
     if problems:
         return problems
-    if "scores" in outputs:
-        scores = np.asarray(outputs["scores"], dtype=float)
+    if contract.SCORES_OUTPUT in outputs:
+        scores = np.asarray(outputs[contract.SCORES_OUTPUT], dtype=float)
         if scores.ndim != 2 or scores.shape[1] < 1:
             problems.append(f"{signature}: scores have shape {list(scores.shape)}, expected "
                             f"[{rows}, k]")
@@ -198,14 +198,15 @@ def check_outputs(signature: str, outputs: Mapping[str, np.ndarray], rows: int) 
                                 f"(min {scores.min():.4g}, max {scores.max():.4g})")
             if np.any(np.diff(scores, axis=1) > 1e-6):
                 problems.append(f"{signature}: scores are not sorted best first")
-        if "classes" in outputs:
-            classes = np.asarray(outputs["classes"])
+        if contract.CLASSES_OUTPUT in outputs:
+            classes = np.asarray(outputs[contract.CLASSES_OUTPUT])
             if classes.shape != scores.shape:
                 problems.append(f"{signature}: classes shape {list(classes.shape)} != scores "
                                 f"shape {list(scores.shape)}")
             elif any(not _text(c) for c in classes.ravel()):
                 problems.append(f"{signature}: empty class name in the answer")
-        if "class_ids" in outputs and np.asarray(outputs["class_ids"]).shape != scores.shape:
+        if contract.CLASS_IDS_OUTPUT in outputs and \
+                np.asarray(outputs[contract.CLASS_IDS_OUTPUT]).shape != scores.shape:
             problems.append(f"{signature}: class_ids shape != scores shape")
     for mode in (IMAGE_ONLY_OUTPUT, IMAGE_TEXT_OUTPUT):
         if mode in outputs:
@@ -305,26 +306,27 @@ def run_canary(model_dir: str, records: Sequence[Mapping[str, bytes]],
             if p99 is not None and p99 > limits.max_p99_ms:
                 failures.append(f"{name}: p99 latency {p99:.1f} ms > limit "
                                 f"{limits.max_p99_ms:.1f} ms")
-        labels = [_text(r.get(features.LABEL_KEY, b"")) for r in records]
+        labels = [_text(r.get(contract.LABEL_KEY, b"")) for r in records]
         probabilities = answers.get(PROBABILITY_SIGNATURE, {})
         for name, outputs in answers.items():
-            if "classes" in outputs:
-                top1 = [_text(c) for c in np.asarray(outputs["classes"])[:, 0]]
+            if contract.CLASSES_OUTPUT in outputs:
+                top1 = [_text(c) for c in np.asarray(outputs[contract.CLASSES_OUTPUT])[:, 0]]
                 results[name].accuracy = float(np.mean([p == t for p, t in zip(top1, labels)]))
             mode = SERVED_QUERY_MODE.get(name)
-            if mode and mode in probabilities and "class_ids" in outputs:
-                share = agreement(np.asarray(outputs["class_ids"])[:, 0], probabilities[mode])
+            if mode and mode in probabilities and contract.CLASS_IDS_OUTPUT in outputs:
+                share = agreement(np.asarray(outputs[contract.CLASS_IDS_OUTPUT])[:, 0],
+                                  probabilities[mode])
                 results[name].agreement = share
                 if share < limits.min_agreement:
                     failures.append(f"{name}: top-1 agrees with the evaluated {mode} arg max "
                                     f"on {share:.0%} of {len(records)} records (limit "
                                     f"{limits.min_agreement:.0%}): the serving path answers "
                                     f"differently from the one the Evaluator measured")
-        if "serving_default" in answers and server.rest_port:
+        if contract.IMAGE_SIGNATURE in answers and server.rest_port:
             failures += _check_rest(RestClient(f"127.0.0.1:{server.rest_port}", model_name,
                                                timeout=limits.load_timeout_s),
-                                    signature_map["serving_default"], records,
-                                    answers["serving_default"])
+                                    signature_map[contract.IMAGE_SIGNATURE], records,
+                                    answers[contract.IMAGE_SIGNATURE])
     except Exception as e:  # noqa: BLE001 - a canary that cannot run does not bless
         log.exception("canary error")
         failures.append(f"canary error: {type(e).__name__}: {str(e)[:300]}")
@@ -342,14 +344,24 @@ def run_canary(model_dir: str, records: Sequence[Mapping[str, bytes]],
 def _check_rest(rest_client, signature_def, records, grpc_outputs) -> list[str]:
     from sicot.serving.client import ClientError
 
-    name = "serving_default"
+    name = contract.IMAGE_SIGNATURE
     try:
         answer = rest_client.predict(name, build_signature_inputs(list(signature_def.inputs),
                                                                   records))
     except ClientError as e:
         return [f"{name}: REST predict failed: {e.code}: {e.message[:300]}"]
-    rest_top1 = [_text(c) for c in np.asarray(answer.outputs.get("classes"))[:, 0]]
-    grpc_top1 = [_text(c) for c in np.asarray(grpc_outputs["classes"])[:, 0]]
+    rest_top1 = [_text(c) for c in np.asarray(answer.outputs.get(contract.CLASSES_OUTPUT))[:, 0]]
+    grpc_top1 = [_text(c) for c in np.asarray(grpc_outputs[contract.CLASSES_OUTPUT])[:, 0]]
     if rest_top1 != grpc_top1:
         return [f"{name}: REST and gRPC answer different top-1 classes"]
     return []
+
+
+def run_canary_for_pipeline(model_dir: str, records, limits: Mapping) -> dict:
+    """The pipeline Canary component's entry point (called by dotted name): limits as a dict of
+    `CanaryLimits` fields; returns `CanaryReport.to_dict()`. A bad limit is a failure."""
+    try:
+        checked = CanaryLimits(**dict(limits))
+    except (TypeError, ValueError) as e:
+        return CanaryReport(False, [f"bad canary limits {dict(limits)}: {e}"], {}).to_dict()
+    return run_canary(model_dir, records, checked).to_dict()

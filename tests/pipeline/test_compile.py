@@ -7,7 +7,7 @@ from sicot import cli
 
 EXPECTED_COMPONENTS = {
     "ManifestExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-    "ValidationGate", "Transform", "Trainer", "Evaluator", "Pusher",
+    "ValidationGate", "Transform", "Trainer", "Evaluator", "ErrorReport", "Canary", "Pusher",
 }
 
 

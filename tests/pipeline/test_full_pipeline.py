@@ -47,7 +47,7 @@ def test_pipeline_end_to_end_with_resume_and_cache(tmp_path, datasets, capsys):
     printed = capsys.readouterr().out
     runs = run_summary.latest_run(mlmd, "sicot")
     assert {n: runs[n].state for n in UPSTREAM} == {n: "CACHED" for n in UPSTREAM}
-    for node in ("Trainer", "Evaluator", "Pusher"):
+    for node in ("Trainer", "Evaluator", "ErrorReport", "Canary", "Pusher"):
         assert runs[node].state == "COMPLETE", (node, runs[node].state)
 
     # schema: the curated one, requiring label
@@ -78,6 +78,10 @@ def test_pipeline_end_to_end_with_resume_and_cache(tmp_path, datasets, capsys):
             assert 0.0 <= table[(band, mode)]["top1"] <= table[(band, mode)]["top5"] <= 1.0
     assert table[("few", "image_only")]["count"] == 3 * 2  # 3 classes with < 4 images
     assert "few      image_only" in printed and "blessed: yes" in printed
+    # the canary served the blessed candidate on loopback and every signature answered
+    canary = runs["Canary"].properties["blessing"]
+    assert runs["Canary"].state == "COMPLETE" and canary["blessed"] == 1, canary
+    assert "Canary: passed" in printed
 
     # the pushed version (TF Serving layout) loads and answers through serving_default
     versions = os.listdir(serving)
