@@ -1,7 +1,7 @@
 """The `sicot` command. Each area registers its own subcommands:
 
   sicot.data.cli       synth, import
-  sicot.trainer.cli    train, evaluate
+  sicot.trainer.cli    train, evaluate, score
   sicot.trainer.enroll enroll
   sicot.trainer.index  index
   sicot.pipeline.cli   run, compile

@@ -1,7 +1,8 @@
-"""`sicot train` and `sicot evaluate`.
+"""`sicot train`, `sicot evaluate` and `sicot score`.
 
     sicot train --data data/synth --model sicot --out runs/sicot [--epochs 10] [--image-size 64]
     sicot evaluate --model runs/sicot --data data/synth [--image-only] [--json OUT]
+    sicot score --model runs/sicot --data data/synth --out scores/predictions.jsonl
 
 `sicot train` = import (sicot.data.importer) -> Transform (transform_local, the TFX
 preprocessing_fn on Beam) -> the TFX Trainer's own `run_fn`, so a standalone run trains and
@@ -55,6 +56,36 @@ def register(subparsers) -> None:
                         "with thumbnails, TFMA confusion matrix metrics")
     p.set_defaults(handler=_evaluate)
 
+    score = subparsers.add_parser(
+        "score", help="batch-score a dataset's listings (Beam): predictions, suspects, duplicates",
+        description="Score every record of a dataset folder with an exported model on Apache "
+                    "Beam: one prediction line per record (top-k classes and scores, image only "
+                    "and image + title/tags), every bad record in a quarantine file with its "
+                    "reason, a report of suspected mislabelled listings and of near-duplicate "
+                    "listings across SKUs (docs/pipeline.md, Batch scoring).")
+    score.add_argument("--model", required=True,
+                       help="SavedModel folder, TF Serving base folder, or `sicot train --out` folder")
+    score.add_argument("--data", required=True, help="dataset folder (train/eval/test manifests + images)")
+    score.add_argument("--out", required=True,
+                       help="predictions JSONL file; FILE.quarantine.jsonl, FILE.suspects.jsonl, "
+                            "FILE.duplicates.jsonl and FILE.summary.json are written beside it")
+    score.add_argument("--splits", default=None,
+                       help="comma-separated splits to score (default: every manifest present)")
+    score.add_argument("--image-only", action="store_true",
+                       help="skip the image + title/tags scores")
+    score.add_argument("--embedding", action="store_true",
+                       help="add the visual embedding to each prediction line")
+    score.add_argument("--batch-size", type=int, default=64)
+    score.add_argument("--suspect-min-score", type=float, default=None,
+                       help="image-only top-1 score from which a prediction that disagrees "
+                            "with the label is a suspect (default 0.5)")
+    score.add_argument("--duplicate-min-similarity", type=float, default=None,
+                       help="cosine similarity of visual embeddings from which two listings "
+                            "of different SKUs are near-duplicates (default 0.98)")
+    score.add_argument("--beam-args", default="",
+                       help="Beam flags, one quoted string joined with '=', e.g. "
+                            "--beam-args=\"--direct_num_workers=2 --direct_running_mode=multi_processing\"")
+    score.set_defaults(handler=run_score)
 
 
 def _data_fingerprint(data_dir: str) -> dict:
@@ -171,4 +202,41 @@ def _evaluate(args) -> int:
     if path:
         write_json(report, path)
         print(f"sicot evaluate: report written to {path}")
+    return 0
+
+
+def run_score(args) -> int:
+    import shlex
+
+    from sicot.trainer.batch_scoring import ScoringConfig, format_summary, score_dataset
+    from sicot.trainer.evaluation import resolve_saved_model_dir
+
+    if not os.path.isdir(args.data):
+        raise UserError(f"--data {args.data} does not exist or is not a folder")
+    if not os.path.exists(args.model):
+        raise UserError(f"--model {args.model} does not exist")
+    model_dir = resolve_saved_model_dir(args.model)
+    settings = {"with_text": not args.image_only, "embedding": args.embedding,
+                "batch_size": args.batch_size}
+    if args.suspect_min_score is not None:
+        settings["suspect_min_score"] = args.suspect_min_score
+    if args.duplicate_min_similarity is not None:
+        settings["duplicate_min_similarity"] = args.duplicate_min_similarity
+    try:
+        config = ScoringConfig(**settings)
+    except ValueError as e:
+        raise UserError(f"--batch-size/--suspect-min-score/--duplicate-min-similarity: {e}")
+    splits = None
+    if args.splits:
+        splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+        unknown = sorted(set(splits) - {"train", "eval", "test"})
+        if unknown:
+            raise UserError(f"--splits: unknown split(s) {', '.join(unknown)}; choose from "
+                            "train, eval, test")
+    if os.path.isdir(args.out):
+        raise UserError(f"--out {args.out} is a folder; give a file path")
+    summary = score_dataset(model_dir, args.data, args.out, config, splits=splits,
+                            beam_pipeline_args=shlex.split(args.beam_args))
+    print(f"sicot score: model {model_dir}")
+    print(format_summary(summary))
     return 0

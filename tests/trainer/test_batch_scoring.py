@@ -1,4 +1,4 @@
-"""Batch scoring (serving/batch_scoring.py, `sicot score`) on the real SICoT export, Beam
+"""Batch scoring (trainer/batch_scoring.py, `sicot score`) on the real SICoT export, Beam
 DirectRunner: every manifest row ends in the predictions or in the quarantine, counts add up,
 and the suspects / duplicates reports follow their rules. (The planted mislabelled record
 against a trained model is in tests/pipeline/test_release_safety.py.)"""
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sicot import cli
-from sicot.serving import batch_scoring
+from sicot.trainer import batch_scoring
 
 COLOURS = [(220, 30, 30), (30, 200, 30), (30, 30, 220)]
 
@@ -52,9 +52,9 @@ def read_lines(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def test_sicot_score_accounts_for_every_record(sicot_export_dir, data_dir, tmp_path, capsys):
+def test_sicot_score_accounts_for_every_record(tiny_saved_model, data_dir, tmp_path, capsys):
     out = str(tmp_path / "scores" / "predictions.jsonl")
-    assert cli.main(["score", "--model", sicot_export_dir, "--data", data_dir, "--out", out,
+    assert cli.main(["score", "--model", tiny_saved_model, "--data", data_dir, "--out", out,
                      "--embedding", "--suspect-min-score", "0"]) == 0
     printed = capsys.readouterr().out
     files = batch_scoring.ScoringFiles(out)
@@ -96,10 +96,10 @@ def test_suspect_threshold_and_duplicates_rules():
     assert batch_scoring.find_duplicates(ids, labels, matrix, 0.99, 1)[0]["a"]["record_id"] == "a"
 
 
-def test_bad_settings_are_named(sicot_export_dir, data_dir, tmp_path, capsys):
-    rc = cli.main(["score", "--model", sicot_export_dir, "--data", data_dir, "--out",
+def test_bad_settings_are_named(tiny_saved_model, data_dir, tmp_path, capsys):
+    rc = cli.main(["score", "--model", tiny_saved_model, "--data", data_dir, "--out",
                    str(tmp_path / "p.jsonl"), "--suspect-min-score", "2"])
     assert rc == 2 and "suspect_min_score must be in [0, 1]" in capsys.readouterr().err
-    rc = cli.main(["score", "--model", sicot_export_dir, "--data", data_dir, "--out",
+    rc = cli.main(["score", "--model", tiny_saved_model, "--data", data_dir, "--out",
                    str(tmp_path / "p.jsonl"), "--splits", "dev"])
     assert rc == 2 and "--splits: unknown split(s) dev" in capsys.readouterr().err

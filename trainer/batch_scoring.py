@@ -42,10 +42,10 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from sicot.trainer import features
+from sicot import contract
 
-IMAGE_SIGNATURE = "serving_default"
-IMAGE_TEXT_SIGNATURE = "serving_image_text"
+IMAGE_SIGNATURE = contract.IMAGE_SIGNATURE
+IMAGE_TEXT_SIGNATURE = contract.IMAGE_TEXT_SIGNATURE
 QUARANTINE_TAG = "quarantine"
 EMBEDDING_TAG = "embedding"
 
@@ -117,7 +117,7 @@ def _parse(serialized: bytes) -> Dict[str, bytes]:
     from tensorflow.core.example import example_pb2
 
     feature_map = example_pb2.Example.FromString(serialized).features.feature
-    return {k: feature_map[k].bytes_list.value[0] for k in features.RAW_FEATURE_KEYS
+    return {k: feature_map[k].bytes_list.value[0] for k in contract.RAW_FEATURE_KEYS
             if k in feature_map and feature_map[k].bytes_list.value}
 
 
@@ -152,20 +152,20 @@ class ScoreBatch:
     def _call(self, rows: List[Dict[str, bytes]]):
         import tensorflow as tf
 
-        images = tf.constant([r[features.IMAGE_KEY] for r in rows])
+        images = tf.constant([r[contract.IMAGE_KEY] for r in rows])
         image_only = {k: v.numpy() for k, v in self._image(image=images).items()}
         image_text = None
         if self._image_text is not None:
             image_text = {k: v.numpy() for k, v in self._image_text(
                 image=images,
-                title=tf.constant([r.get(features.TITLE_KEY, b"") for r in rows]),
-                tags=tf.constant([r.get(features.TAGS_KEY, b"") for r in rows])).items()}
+                title=tf.constant([r.get(contract.TITLE_KEY, b"") for r in rows]),
+                tags=tf.constant([r.get(contract.TAGS_KEY, b"") for r in rows])).items()}
         return image_only, image_text
 
     def _records(self, split, rows, image_only, image_text):
         for i, row in enumerate(rows):
-            record = {"record_id": _text(row.get(features.RECORD_ID_KEY, b"")), "split": split,
-                      "label": _text(row.get(features.LABEL_KEY, b"")),
+            record = {"record_id": _text(row.get(contract.RECORD_ID_KEY, b"")), "split": split,
+                      "label": _text(row.get(contract.LABEL_KEY, b"")),
                       "image_only": {"classes": [_text(c) for c in image_only["classes"][i]],
                                      "scores": [round(float(s), 6)
                                                 for s in image_only["scores"][i]]}}
@@ -182,7 +182,7 @@ class ScoreBatch:
         for split, serialized in batch:
             try:
                 row = _parse(serialized)
-                if features.IMAGE_KEY not in row:
+                if contract.IMAGE_KEY not in row:
                     raise ValueError("no image")
                 parsed.append((split, row, serialized))
             except Exception as e:  # noqa: BLE001 - a record must never be lost
@@ -202,8 +202,8 @@ class ScoreBatch:
                     except Exception as e:  # noqa: BLE001
                         message = " ".join(str(e).split())[:300]
                         yield ("quarantine", _quarantine_line(
-                            split, _text(row.get(features.RECORD_ID_KEY, b"?")),
-                            _text(row.get(features.RECORD_ID_KEY, b"")),
+                            split, _text(row.get(contract.RECORD_ID_KEY, b"?")),
+                            _text(row.get(contract.RECORD_ID_KEY, b"")),
                             f"inference_error: {type(e).__name__}: {message}"))
             for part, image_only, image_text in results:
                 for record, embedding in self._records(split, part, image_only, image_text):
@@ -365,11 +365,11 @@ def prediction_from_log(serialized_log: bytes):
     examples = tf.make_ndarray(next(iter(request.inputs.values())))
     row = _parse(examples.reshape(-1)[0])
     outputs = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
-    record_id = _text(row.get(features.RECORD_ID_KEY, b""))
+    record_id = _text(row.get(contract.RECORD_ID_KEY, b""))
     record = {"record_id": record_id,
               "split": record_id.split(".", 1)[0] if ".jsonl:" in record_id or
               ".csv:" in record_id else "",
-              "label": _text(row.get(features.LABEL_KEY, b"")),
+              "label": _text(row.get(contract.LABEL_KEY, b"")),
               "image_only": {"classes": [_text(c) for c in outputs["classes"].reshape(-1)],
                              "scores": [round(float(s), 6)
                                         for s in outputs["scores"].reshape(-1)]}}
