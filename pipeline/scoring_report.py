@@ -32,7 +32,7 @@ def count_examples(examples_artifact, split: str) -> int:
     return sum(1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP"))
 
 
-@tfx.dsl.components.component
+@tfx.dsl.components.component(use_beam=True)
 def ScoringReport(  # noqa: N802 - TFX component names are classes
     inference_result: tfx.dsl.components.InputArtifact[
         tfx.types.standard_artifacts.InferenceResult],

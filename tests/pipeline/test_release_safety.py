@@ -74,6 +74,9 @@ def test_gates_and_canary_decide_what_is_pushed(tmp_path, datasets, capsys, monk
     assert len(versions) == 1
     good = run_summary.band_metrics(runs["Evaluator"].outputs["evaluation"][0])
     print("good candidate:", good)
+    # the figures docs/reliability.md quotes ("Release gates and canary")
+    with open(os.path.join(runs["Canary"].outputs["blessing"][0], "canary_report.json")) as f:
+        print("good candidate canary report:", f.read())
     # the error-analysis page of the run, rendered in headless Chromium
     page = runs["ErrorReport"].properties["report"]["page"]
     assert f"Error analysis: {page}" in printed
@@ -135,6 +138,7 @@ def test_gates_and_canary_decide_what_is_pushed(tmp_path, datasets, capsys, monk
     assert runs["Evaluator"].properties["blessing"]["blessed"] == 1
     canary = runs["Canary"].properties["blessing"]
     assert canary["blessed"] == 0
+    print("broken-serving candidate canary:", canary["reason"])
     assert "serving_default: gRPC Predict failed: INVALID_ARGUMENT" in canary["reason"]
     assert "serving_image_text: gRPC Predict failed: INVALID_ARGUMENT" in canary["reason"]
     assert "serving_examples" not in canary["reason"]  # its path was not broken
