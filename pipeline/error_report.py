@@ -47,7 +47,16 @@ def ErrorReport(  # noqa: N802 - TFX component names are classes
         model_dir = os.path.join(model_dir, "Format-Serving")
     records = read_records(examples, [split], limit=None)
     # Bands and training counts come from the model's own Transform; the edges are shown.
-    fields, predictions = evaluate_records(model_dir, records)
+    try:
+        fields, predictions = evaluate_records(model_dir, records)
+    except tf.errors.OpError as e:
+        # A candidate whose serving signatures fail gets a page saying so instead of a failed
+        # run: the report is diagnostics, the Canary is what refuses such a model, and a
+        # failure here would stop LocalDagRunner before the Canary's verdict is recorded.
+        page = _write_failure_page(report.uri, model_dir, split, e)
+        report.set_string_custom_property("page", page)
+        report.set_string_custom_property("error", f"{type(e).__name__}: {e.message[:500]}")
+        return
     fields.update(saved_model=model_dir, data=examples.uri, split=split, band_edges=list(edges))
     _, _, _, locations = eval_config_writer.load_eval_run(evaluation.uri)
     confusion = error_analysis.confusion_from_eval_result(
@@ -56,3 +65,22 @@ def ErrorReport(  # noqa: N802 - TFX component names are classes
     error_analysis.write_report(report.uri, fields, records, predictions, confusion)
     report.set_string_custom_property("page", os.path.join(report.uri,
                                                            error_analysis.REPORT_HTML))
+
+
+def _write_failure_page(out_dir: str, model_dir: str, split: str, error) -> str:
+    import html
+
+    import tensorflow as tf
+
+    from sicot.trainer import error_analysis
+
+    tf.io.gfile.makedirs(out_dir)
+    path = os.path.join(out_dir, error_analysis.REPORT_HTML)
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write("<!DOCTYPE html><html><head><meta charset='utf-8'><title>SICoT error analysis"
+                "</title></head><body><h1>SICoT error analysis</h1>"
+                f"<p id='failure'>The serving signatures of <code>{html.escape(model_dir)}</code> "
+                f"failed on the {html.escape(split)} split, so there is no analysis: "
+                f"<code>{html.escape(type(error).__name__)}: "
+                f"{html.escape(error.message[:2000])}</code></p></body></html>")
+    return path

@@ -250,8 +250,12 @@ def format_summary(runs: Dict[str, ComponentRun], serving_dir: Optional[str] = N
                 lines += [f"  NOT BLESSED: {f.describe()}" for f in failures]
     error_report = runs.get("ErrorReport")
     if error_report and error_report.properties.get("report", {}).get("page"):
-        lines.append(f"Error analysis: {error_report.properties['report']['page']} "
-                     f"(open in a browser)")
+        props = error_report.properties["report"]
+        if props.get("error"):
+            lines.append(f"Error analysis: the serving signatures failed ({props['error']}); "
+                         f"{props['page']}")
+        else:
+            lines.append(f"Error analysis: {props['page']} (open in a browser)")
     canary = runs.get("Canary")
     canary_blessed = None
     if canary and canary.outputs.get("blessing"):

@@ -144,6 +144,8 @@ def test_gates_and_canary_decide_what_is_pushed(tmp_path, datasets, capsys, monk
     assert "serving_examples" not in canary["reason"]  # its path was not broken
     assert "Canary: NOT BLESSED: serving_default" in summary
     assert "Not pushed (the canary failed)" in summary
+    # the error page says why there is no analysis instead of failing the run
+    assert "Error analysis: the serving signatures failed (InvalidArgumentError" in summary
     assert os.listdir(serving) == versions
     time.sleep(1.5)  # a few polls of the serving directory
     try:
