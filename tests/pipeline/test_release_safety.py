@@ -128,7 +128,7 @@ def test_gates_and_canary_decide_what_is_pushed(tmp_path, datasets, capsys, monk
     before = client.predict("serving_default", build_inputs(["image"], image, None, None))
     local_runner.run_local(
         data_root=data, pipeline_root=root, serving_dir=serving,
-        model_config={"preset": "ce", "epochs": 1, "image_size": 32},
+        model_config={"preset": "ce", "epochs": 1},
         transform_config={"image_size": 32, "band_edges": [4, 10]},
         schema_path=configs.CURATED_SCHEMA, import_config={},
         thresholds=configs.BlessingThresholds(max_overall_drop=1.0, max_few_drop=1.0),

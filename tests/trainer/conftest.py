@@ -33,7 +33,7 @@ def tiny_saved_model(tiny_transform, tmp_path_factory):
     tf_transform_output = tft.TFTransformOutput(tiny_transform.transform_output_dir)
     names, counts = read_class_counts(tf_transform_output)
     image_size, max_tokens, vocab_size = model_shapes(tf_transform_output)
-    config = ModelConfig(image_size=image_size, embedding_dim=16, token_dim=8, attention_rank=4)
-    model = build_model(config, len(names), vocab_size, counts, max_tokens)
+    config = ModelConfig(embedding_dim=16, token_dim=8, attention_rank=4)
+    model = build_model(config, len(names), vocab_size, counts, max_tokens, image_size)
     return export_serving_model(model, tf_transform_output,
                                 str(tmp_path_factory.mktemp("tiny_saved_model")), top_k=3)
