@@ -135,14 +135,18 @@ def _free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, base_path: str, model: str, batching: dict | None):
+    def __init__(self, base_path: str, model: str, batching: dict | None, extra_args=()):
         self.grpc_port, self.rest_port = _free_port(), _free_port()
         command = [sys.executable, "-m", "sicot.cli", "serve", "--model-base-path", base_path,
                    "--model-name", model, "--grpc-port", str(self.grpc_port),
                    "--rest-port", str(self.rest_port), "--poll-seconds", "0"]
+        command += list(extra_args)
         if batching:
             command += ["--enable-batching", "--max-batch-size", str(batching["max_batch_size"]),
-                        "--batch-timeout-micros", str(batching["batch_timeout_micros"])]
+                        "--batch-timeout-micros", str(batching["batch_timeout_micros"]),
+                        "--num-batch-threads", str(batching["num_batch_threads"])]
+            if batching["allowed_batch_sizes"]:
+                command += ["--allowed-batch-sizes", batching["allowed_batch_sizes"]]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         ready = threading.Event()
@@ -171,6 +175,10 @@ class ServerProcess:
             return float(m.group(1)) if m else 0.0
         return value("sicot_serving_batch_size_count"), value("sicot_serving_batch_size_sum")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far (/proc/PID/stat)."""
+        return _process_cpu_seconds(self.process.pid)
+
     def stop(self):
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -179,6 +187,36 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def grpc_status_caller(port: int, model: str):
+    """GetModelStatus: the gRPC path (transport, threads, handler) without a model call."""
+    import grpc
+    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+    stub = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = model
+    return lambda image: stub.GetModelStatus(request, 60)
+
+
+def rest_status_caller(port: int, model: str):
+    """GET /v1/models/NAME: the REST path without a model call."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def call(image):
+        connection.request("GET", f"/v1/models/{model}")
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            raise RuntimeError(f"REST status {response.status}")
+    return call
 
 
 def in_process_caller(args):
@@ -200,16 +238,27 @@ def in_process_caller(args):
 def run(args, images) -> dict:
     """All measurements, interleaved in `--rounds` rounds so that load from other processes on
     the machine hits every configuration alike; latencies are pooled over the rounds."""
-    batching = {"max_batch_size": args.max_batch_size, "batch_timeout_micros": args.batch_timeout_micros}
+    from sicot.serving.server import configure_tensorflow_threads
+
+    batching = {"max_batch_size": args.max_batch_size, "batch_timeout_micros": args.batch_timeout_micros,
+                "num_batch_threads": args.num_batch_threads, "allowed_batch_sizes": args.allowed_batch_sizes}
+    threads = ["--tensorflow-intra-op-parallelism", str(args.intra_op),
+               "--tensorflow-inter-op-parallelism", str(args.inter_op)]
+    # The in-process baseline runs with the servers' TensorFlow thread settings.
+    configure_tensorflow_threads(args.intra_op, args.inter_op)
     servers = {}
     try:
-        servers["server"] = ServerProcess(args.model_base_path, args.model_name, None)
-        servers["server_batching"] = ServerProcess(args.model_base_path, args.model_name, batching)
+        servers["server"] = ServerProcess(args.model_base_path, args.model_name, None, threads)
+        servers["server_batching"] = ServerProcess(args.model_base_path, args.model_name, batching, threads)
         local = in_process_caller(args)
         makers = {"in_process": lambda: local}
         for name, server in servers.items():
             makers[f"{name}.grpc"] = lambda s=server: grpc_caller(s.grpc_port, args.model_name, args.signature)
             makers[f"{name}.rest"] = lambda s=server: rest_caller(s.rest_port, args.model_name, args.signature)
+        makers["server.grpc_status_only"] = lambda s=servers["server"]: grpc_status_caller(
+            s.grpc_port, args.model_name)
+        makers["server.rest_status_only"] = lambda s=servers["server"]: rest_status_caller(
+            s.rest_port, args.model_name)
         for make in makers.values():  # warm-up, sequential and concurrent: first calls allocate
             call = make()
             for image in images[:args.warmup]:
@@ -217,12 +266,21 @@ def run(args, images) -> dict:
             under_load(make, images, args.warmup * args.concurrency, args.concurrency)
         pooled = {(k, kind): ([], 0.0) for k in makers for kind in ("single", "load")}
         batches = {name: [0.0, 0.0] for name in servers}
+        cpu = {k: [0.0, 0.0, 0] for k in makers}  # server CPU s, benchmark-process CPU s, requests
         for r in range(args.rounds):
             for key, make in makers.items():
                 single = make()
-                lat, wall = sequential(single, images, args.requests // args.rounds, offset=r)
-                pooled[(key, "single")] = (pooled[(key, "single")][0] + lat, pooled[(key, "single")][1] + wall)
                 name = key.split(".")[0]
+                server_cpu = servers[name].cpu_seconds() if name in servers else 0.0
+                own_cpu = time.process_time()
+                n = args.requests // args.rounds
+                lat, wall = sequential(single, images, n, offset=r)
+                cpu[key][0] += (servers[name].cpu_seconds() if name in servers else 0.0) - server_cpu
+                cpu[key][1] += time.process_time() - own_cpu
+                cpu[key][2] += n
+                pooled[(key, "single")] = (pooled[(key, "single")][0] + lat, pooled[(key, "single")][1] + wall)
+                if key.endswith("_status_only"):
+                    continue
                 before = servers[name].batch_stats(args.signature) if name in servers else None
                 lat, wall = under_load(make, images, args.load_requests // args.rounds, args.concurrency)
                 pooled[(key, "load")] = (pooled[(key, "load")][0] + lat, pooled[(key, "load")][1] + wall)
@@ -232,7 +290,20 @@ def run(args, images) -> dict:
                     batches[name][1] += after[1] - before[1]
         results = {}
         for (key, kind), (lat, wall) in pooled.items():
-            results.setdefault(key, {})[kind] = summarize(lat, wall if kind == "load" else None)
+            if lat:
+                results.setdefault(key, {})[kind] = summarize(lat, wall if kind == "load" else None)
+        for key, (server_s, own_s, n) in cpu.items():
+            # CPU time is less sensitive to other jobs than wall time: where the time goes.
+            results[key]["single"]["server_cpu_ms_per_request"] = round(1000 * server_s / n, 3)
+            results[key]["single"]["client_cpu_ms_per_request"] = round(1000 * own_s / n, 3)
+        base = results["in_process"]["single"]["p50_ms"]
+        results["p50_overhead_over_in_process_ms"] = {
+            key: round(results[key]["single"]["p50_ms"] - base, 3)
+            for key in makers if key != "in_process" and not key.endswith("_status_only")}
+        unbatched = {api: results[f"server.{api}"]["load"]["throughput_rps"] for api in ("grpc", "rest")}
+        results["batching_throughput_ratio"] = {
+            api: round(results[f"server_batching.{api}"]["load"]["throughput_rps"] / unbatched[api], 3)
+            for api in ("grpc", "rest")}
         for name, (calls, rows) in batches.items():
             results[f"{name}.model_calls_under_load"] = {
                 "calls": int(calls), "mean_rows_per_call": round(rows / calls, 2) if calls else None}
@@ -254,6 +325,13 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=4, help="interleaved rounds over all configurations")
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--batch-timeout-micros", type=int, default=2000)
+    p.add_argument("--num-batch-threads", type=int, default=1)
+    p.add_argument("--allowed-batch-sizes", default="", help="e.g. 2,4,8,16,32 (passed to the batching server)")
+    p.add_argument("--intra-op", type=int, default=0,
+                   help="--tensorflow-intra-op-parallelism of the servers and the in-process baseline")
+    p.add_argument("--inter-op", type=int, default=0,
+                   help="--tensorflow-inter-op-parallelism of the servers and the in-process baseline")
+    p.add_argument("--out", help="also write the JSON document to this file")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -265,14 +343,20 @@ def main(argv=None) -> int:
 
     images = make_images(64, args.image_size, args.seed)
     started = time.time()
+    load_before = os.getloadavg()
     results = run(args, images)
-    print(json.dumps({
+    text = json.dumps({
         "config": {k: v for k, v in vars(args).items()},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "mean_image_bytes": int(np.mean([len(i) for i in images])),
+        "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "results": results,
         "total_s": round(time.time() - started, 1),
-    }, indent=2))
+    }, indent=2)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
     return 0
 
 

@@ -7,6 +7,12 @@ once, and every caller gets back its own rows. Requests are merged only when the
 the same names and per-row shapes (strings and images of any size are scalar rows, so requests
 to the SICoT signatures always merge). A request with more rows than `max_batch_size` runs on
 its own as one batch (TF Serving would reject it unless large-batch splitting is on).
+
+`num_batch_threads` batches of one signature run at the same time (TF Serving: the threads of
+its batch scheduler; with one thread, a slow batch holds every request behind it). With
+`allowed_batch_sizes`, a merged batch is padded up to the next allowed size by repeating its
+first row and the padding rows are dropped from the outputs, so the model only ever sees those
+batch sizes (TF Serving's rule: increasing, the last one equal to `max_batch_size`).
 """
 from __future__ import annotations
 
@@ -38,11 +44,16 @@ class BatchingOptions:
       max_batch_size: most rows in one merged call.
       batch_timeout_micros: how long the first request of a batch waits for company.
       max_enqueued_batches: queue bound, in batches; beyond it requests get RESOURCE_EXHAUSTED.
+      num_batch_threads: batches of one signature processed at the same time.
+      allowed_batch_sizes: batch sizes the model is called with (merged batches are padded up);
+        empty = any size.
     """
 
     max_batch_size: int = 32
     batch_timeout_micros: int = 2000
     max_enqueued_batches: int = 100
+    num_batch_threads: int = 1
+    allowed_batch_sizes: tuple[int, ...] = ()
 
     def __post_init__(self):
         if self.max_batch_size < 1:
@@ -51,6 +62,20 @@ class BatchingOptions:
             raise ValueError(f"batch_timeout_micros must be >= 0, got {self.batch_timeout_micros}")
         if self.max_enqueued_batches < 1:
             raise ValueError(f"max_enqueued_batches must be >= 1, got {self.max_enqueued_batches}")
+        if self.num_batch_threads < 1:
+            raise ValueError(f"num_batch_threads must be >= 1, got {self.num_batch_threads}")
+        sizes = tuple(int(s) for s in self.allowed_batch_sizes)
+        object.__setattr__(self, "allowed_batch_sizes", sizes)
+        if sizes:
+            if any(b <= a for a, b in zip(sizes, sizes[1:])) or sizes[0] < 1:
+                raise ValueError(f"allowed_batch_sizes must be positive and increasing, got {list(sizes)}")
+            if sizes[-1] != self.max_batch_size:
+                raise ValueError(f"the last of allowed_batch_sizes ({sizes[-1]}) must equal "
+                                 f"max_batch_size ({self.max_batch_size})")
+
+    def padded_size(self, rows: int) -> int:
+        """The batch size the model is called with for `rows` merged rows."""
+        return next((s for s in self.allowed_batch_sizes if s >= rows), rows)
 
 
 @dataclasses.dataclass
@@ -59,6 +84,7 @@ class _Task:
     rows: int
     merge_key: tuple
     future: concurrent.futures.Future
+    enqueued: float = dataclasses.field(default_factory=time.monotonic)
 
 
 def _rows(inputs: Inputs) -> int:
@@ -70,8 +96,14 @@ def _rows(inputs: Inputs) -> int:
     return sizes.pop()
 
 
+def _concat_padded(arrays: list[np.ndarray], pad_rows: int) -> np.ndarray:
+    if pad_rows:
+        arrays = arrays + [np.repeat(arrays[0][:1], pad_rows, axis=0)]
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)
+
+
 class SignatureBatcher:
-    """Merges concurrent calls of one signature function; one worker thread per batcher.
+    """Merges concurrent calls of one signature function; `num_batch_threads` worker threads.
 
     Args:
       run: the signature call, `inputs -> outputs`, every output batched along axis 0.
@@ -90,8 +122,11 @@ class SignatureBatcher:
         self._queued_rows = 0
         self._cond = threading.Condition()
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name=f"batch-{name}", daemon=True)
-        self._thread.start()
+        self._forming = False
+        self._threads = [threading.Thread(target=self._loop, name=f"batch-{name}-{i}", daemon=True)
+                         for i in range(options.num_batch_threads)]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, inputs: Inputs) -> concurrent.futures.Future:
         rows = _rows(inputs)
@@ -108,7 +143,7 @@ class SignatureBatcher:
                                    f"({self._queued_rows} rows queued, limit {limit})")
             self._queue.append(task)
             self._queued_rows += rows
-            self._cond.notify()
+            self._cond.notify_all()
         return task.future
 
     def close(self, timeout: float = 30.0) -> None:
@@ -116,32 +151,43 @@ class SignatureBatcher:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _next_batch(self) -> list[_Task] | None:
+        """Forms the next batch. One thread forms a batch at a time (TF Serving has one open
+        batch per queue); the others wait for it to close, then form the next while it runs.
+        The timeout counts from the arrival of the batch's first request."""
         max_rows = self.options.max_batch_size
         with self._cond:
-            while not self._queue:
-                if self._closed:
+            while self._forming or not self._queue:
+                if self._closed and not self._queue:
                     return None
                 self._cond.wait()
-            first = self._queue.popleft()
-            batch, rows = [first], first.rows
-            deadline = time.monotonic() + self.options.batch_timeout_micros / 1e6
-            while rows < max_rows:
-                fitting = next((t for t in self._queue
-                                if t.merge_key == first.merge_key and rows + t.rows <= max_rows), None)
-                if fitting is not None:
-                    self._queue.remove(fitting)
-                    batch.append(fitting)
-                    rows += fitting.rows
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._closed:
-                    break
-                self._cond.wait(remaining)
-            self._queued_rows -= rows
-            return batch
+            self._forming = True
+            try:
+                first = self._queue.popleft()
+                batch, rows = [first], first.rows
+                deadline = first.enqueued + self.options.batch_timeout_micros / 1e6
+                while rows < max_rows:
+                    fitting = next((t for t in self._queue
+                                    if t.merge_key == first.merge_key and rows + t.rows <= max_rows),
+                                   None)
+                    if fitting is not None:
+                        self._queue.remove(fitting)
+                        batch.append(fitting)
+                        rows += fitting.rows
+                        continue
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._closed:
+                        break
+                    self._cond.wait(remaining)
+                self._queued_rows -= rows
+                return batch
+            finally:
+                self._forming = False
+                self._cond.notify_all()
 
     def _loop(self) -> None:
         while True:
@@ -153,12 +199,16 @@ class SignatureBatcher:
     def _run_batch(self, batch: list[_Task]) -> None:
         total = sum(t.rows for t in batch)
         try:
-            if len(batch) == 1:
+            padded = self.options.padded_size(total)
+            if len(batch) == 1 and padded == total:
                 merged = batch[0].inputs
             else:
-                merged = {k: np.concatenate([t.inputs[k] for t in batch], axis=0)
+                merged = {k: _concat_padded([t.inputs[k] for t in batch], padded - total)
                           for k in batch[0].inputs}
             outputs = self.run(merged)
+            if padded != total:
+                outputs = {k: v[:total] if v.ndim and v.shape[0] == padded else v
+                           for k, v in outputs.items()}
         except BaseException as e:  # every caller of the batch gets the error
             for t in batch:
                 t.future.set_exception(e)

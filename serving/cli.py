@@ -32,6 +32,11 @@ def register(subparsers) -> None:
     serve.add_argument("--max-batch-size", type=int, default=None, help="default 32")
     serve.add_argument("--batch-timeout-micros", type=int, default=None, help="default 2000")
     serve.add_argument("--max-enqueued-batches", type=int, default=None, help="default 100")
+    serve.add_argument("--num-batch-threads", type=int, default=None,
+                       help="batches of one signature run at the same time (default 1)")
+    serve.add_argument("--allowed-batch-sizes", type=_batch_sizes, default=None,
+                       help="comma-separated batch sizes the model is called with, e.g. 4,8,16,32 "
+                            "(merged batches are padded up; the last must equal --max-batch-size)")
     serve.add_argument("--batching-parameters-file", default=None,
                        help="TF Serving batching parameters (text proto); flags above override it")
     serve.add_argument("--max-request-bytes", type=int, default=None,
@@ -40,6 +45,10 @@ def register(subparsers) -> None:
                        help="refuse images whose header claims more than width x height pixels "
                             "(decompression bombs; default 40,000,000, as sicot import; 0: no limit)")
     serve.add_argument("--num-threads", type=int, default=32, help="request threads per front end")
+    serve.add_argument("--tensorflow-intra-op-parallelism", type=int, default=0,
+                       help="threads one TensorFlow op may use (0: TensorFlow's default, one per core)")
+    serve.add_argument("--tensorflow-inter-op-parallelism", type=int, default=0,
+                       help="TensorFlow ops run at the same time (0: TensorFlow's default)")
     serve.set_defaults(handler=run_serve)
 
     predict = subparsers.add_parser(
@@ -70,20 +79,25 @@ def register(subparsers) -> None:
     predict.set_defaults(handler=run_predict)
 
 
-def read_batching_parameters(path: str) -> dict[str, int]:
-    """The scalar fields of TF Serving's BatchingParameters text proto (`name { value: N }`)."""
+_WRAPPED_FIELD = re.compile(r"([A-Za-z_]+)\s*:?\s*\{\s*value\s*:\s*([^}\s]+)\s*\}")
+_REPEATED_FIELD = re.compile(r"(allowed_batch_sizes)\s*:\s*([^\s{}]+)")
+
+
+def read_batching_parameters(path: str) -> dict:
+    """TF Serving's BatchingParameters text proto: the wrapped scalars (`name { value: N }`) and
+    the repeated `allowed_batch_sizes: N` lines (returned as a list)."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as e:
         raise UserError(f"--batching-parameters-file {path}: cannot read it ({e.strerror})")
     text = re.sub(r"#[^\n]*", "", text)
-    entries = re.findall(r"([A-Za-z_]+)\s*:?\s*\{\s*value\s*:\s*([^}\s]+)\s*\}", text)
-    leftover = re.sub(r"([A-Za-z_]+)\s*:?\s*\{\s*value\s*:\s*([^}\s]+)\s*\}", "", text).strip()
+    entries = _WRAPPED_FIELD.findall(text) + _REPEATED_FIELD.findall(text)
+    leftover = _REPEATED_FIELD.sub("", _WRAPPED_FIELD.sub("", text)).strip()
     if leftover:
         raise UserError(f"--batching-parameters-file {path}: cannot parse {leftover[:60]!r}; expected "
-                        "lines like 'max_batch_size { value: 32 }'")
-    values = {}
+                        "lines like 'max_batch_size { value: 32 }' or 'allowed_batch_sizes: 8'")
+    values: dict = {}
     for key, value in entries:
         if key not in _BATCHING_KEYS:
             raise UserError(f"--batching-parameters-file {path}: unknown field {key!r}; known: "
@@ -91,28 +105,44 @@ def read_batching_parameters(path: str) -> dict[str, int]:
         if key == "pad_variable_length_inputs":
             continue
         try:
-            values[key] = int(value)
+            number = int(value)
         except ValueError:
             raise UserError(f"--batching-parameters-file {path}: {key} must be an integer, got {value!r}")
+        if key == "allowed_batch_sizes":
+            values.setdefault(key, []).append(number)
+        else:
+            values[key] = number
     return values
+
+
+_BATCH_FLAGS = ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads",
+                "allowed_batch_sizes")
+
+
+def _batch_sizes(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
 
 
 def batching_options(args):
     from sicot.serving.batching import BatchingOptions
 
-    has_batch_flags = any(v is not None for v in (args.max_batch_size, args.batch_timeout_micros,
-                                                  args.max_enqueued_batches, args.batching_parameters_file))
+    has_batch_flags = args.batching_parameters_file is not None or any(
+        getattr(args, key) is not None for key in _BATCH_FLAGS)
     if not args.enable_batching:
         if has_batch_flags:
             raise UserError("--max-batch-size/--batch-timeout-micros/--max-enqueued-batches/"
-                            "--batching-parameters-file need --enable-batching")
+                            "--num-batch-threads/--allowed-batch-sizes/--batching-parameters-file "
+                            "need --enable-batching")
         return None
     values = read_batching_parameters(args.batching_parameters_file) if args.batching_parameters_file else {}
-    values.pop("num_batch_threads", None)  # one batch thread per signature here
-    values.pop("allowed_batch_sizes", None)
-    for key in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches"):
+    for key in _BATCH_FLAGS:
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
+    if "allowed_batch_sizes" in values:
+        values["allowed_batch_sizes"] = tuple(values["allowed_batch_sizes"])
     try:
         return BatchingOptions(**values)
     except ValueError as e:
@@ -142,11 +172,17 @@ def server_options(args):
         raise UserError(f"--max-image-pixels {max_pixels}: must be >= 0 (0: no limit)")
     if args.num_threads < 1:
         raise UserError(f"--num-threads {args.num_threads}: must be >= 1")
+    for flag, value in (("--tensorflow-intra-op-parallelism", args.tensorflow_intra_op_parallelism),
+                        ("--tensorflow-inter-op-parallelism", args.tensorflow_inter_op_parallelism)):
+        if value < 0:
+            raise UserError(f"{flag} {value}: must be >= 0 (0: TensorFlow's default)")
     return ServerOptions(
         model_name=args.model_name, model_base_path=base, host=args.host, grpc_port=args.grpc_port,
         rest_port=None if args.rest_port == -1 else args.rest_port, poll_seconds=args.poll_seconds,
         batching=batching_options(args), max_request_bytes=max_bytes, num_threads=args.num_threads,
-        max_image_pixels=max_pixels or None)
+        max_image_pixels=max_pixels or None,
+        intra_op_parallelism=args.tensorflow_intra_op_parallelism,
+        inter_op_parallelism=args.tensorflow_inter_op_parallelism)
 
 
 def run_serve(args) -> int:

@@ -53,6 +53,8 @@ class ServerOptions:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     num_threads: int = 32                # request threads (gRPC pool, REST executor)
     max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS  # None: no limit (serving/image_limits.py)
+    intra_op_parallelism: int = 0        # --tensorflow_intra_op_parallelism (0: TF's default)
+    inter_op_parallelism: int = 0        # --tensorflow_inter_op_parallelism (0: TF's default)
 
 
 class ModelServer:
@@ -116,6 +118,8 @@ class ModelServer:
         from sicot.serving.rest_api import RestApi
 
         started = time.monotonic()
+        configure_tensorflow_threads(self.options.intra_op_parallelism,
+                                     self.options.inter_op_parallelism)
         self.manager.start()
         o = self.options
         grpc_options = [("grpc.max_receive_message_length", o.max_request_bytes),
@@ -171,6 +175,28 @@ class ModelServer:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def configure_tensorflow_threads(intra_op: int, inter_op: int) -> None:
+    """Sets TensorFlow's op thread pools (process-wide, before the first op runs); 0 keeps the
+    default. Raises ValueError when TensorFlow already runs with other values."""
+    if not intra_op and not inter_op:
+        return
+    import tensorflow as tf
+
+    threading_config = tf.config.threading
+    for value, getter, setter in (
+            (intra_op, threading_config.get_intra_op_parallelism_threads,
+             threading_config.set_intra_op_parallelism_threads),
+            (inter_op, threading_config.get_inter_op_parallelism_threads,
+             threading_config.set_inter_op_parallelism_threads)):
+        if not value or getter() == value:
+            continue
+        try:
+            setter(value)
+        except RuntimeError as e:
+            raise ValueError(f"cannot set TensorFlow op parallelism to {value} in this process: "
+                             f"TensorFlow is already initialised ({e})") from None
 
 
 def _bracket(host: str) -> str:

@@ -113,6 +113,76 @@ def test_batcher_error_reaches_every_caller_of_the_batch_and_queue_limit():
         slow.close()
 
 
+def test_batcher_pads_to_allowed_batch_sizes_and_returns_only_real_rows():
+    model = RecordingModel()
+    options = BatchingOptions(max_batch_size=8, batch_timeout_micros=200_000, allowed_batch_sizes=(2, 4, 8))
+    batcher = SignatureBatcher(model, options)
+    try:
+        requests = [np.array([10.0 * i + j for j in range(n)], np.float32) for i, n in enumerate([1, 2])]
+        results = [f.result(10) for f in [batcher.submit({"x": r}) for r in requests]]
+        alone = batcher.submit({"x": np.array([7.0], np.float32)}).result(10)
+    finally:
+        batcher.close()
+    assert model.calls == [4, 2]  # 3 rows padded to 4; 1 row padded to 2
+    for request, result in zip(requests, results):
+        np.testing.assert_array_equal(result["y"], 2 * request)
+        np.testing.assert_array_equal(result["total"], [4] * len(request))
+    np.testing.assert_array_equal(alone["y"], [14.0])
+    assert [options.padded_size(n) for n in (1, 2, 3, 5, 8, 9)] == [2, 2, 4, 8, 8, 9]
+
+
+def test_batching_options_reject_allowed_sizes_tf_serving_rejects():
+    with pytest.raises(ValueError, match="must equal max_batch_size"):
+        BatchingOptions(max_batch_size=32, allowed_batch_sizes=(8, 16))
+    with pytest.raises(ValueError, match="increasing"):
+        BatchingOptions(max_batch_size=8, allowed_batch_sizes=(4, 2, 8))
+    with pytest.raises(ValueError, match="num_batch_threads"):
+        BatchingOptions(num_batch_threads=0)
+
+
+def test_batcher_runs_num_batch_threads_batches_at_once():
+    for threads, want_overlap in ((1, False), (2, True)):
+        active, peak, lock = [0], [0], threading.Lock()
+
+        def slow(inputs):
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            time.sleep(0.3)
+            with lock:
+                active[0] -= 1
+            return {"y": inputs["x"]}
+
+        batcher = SignatureBatcher(slow, BatchingOptions(max_batch_size=1, batch_timeout_micros=0,
+                                                         num_batch_threads=threads))
+        try:
+            futures = [batcher.submit({"x": np.array([float(i)])}) for i in range(4)]
+            assert [f.result(10)["y"][0] for f in futures] == [0.0, 1.0, 2.0, 3.0]
+        finally:
+            batcher.close()
+        assert (peak[0] == 2) if want_overlap else (peak[0] == 1), (threads, peak[0])
+
+
+def test_batch_timeout_counts_from_the_first_request_arrival():
+    """Requests that queued while the worker was busy have waited already: no second timeout."""
+    model = RecordingModel(delay=0.4)
+    batcher = SignatureBatcher(model, BatchingOptions(max_batch_size=8, batch_timeout_micros=300_000))
+    try:
+        first = batcher.submit({"x": np.array([1.0])})
+        time.sleep(0.35)  # the first batch closes (timeout) and runs for 0.4 s
+        queued = [batcher.submit({"x": np.array([float(i)])}) for i in range(3)]
+        first.result(10)
+        picked_up = time.monotonic()
+        for f in queued:
+            f.result(10)
+        waited = time.monotonic() - picked_up
+    finally:
+        batcher.close()
+    assert model.calls == [1, 3]
+    # 0.4 s model call only; a fresh 0.3 s timeout would make it about 0.7 s.
+    assert waited < 0.65, waited
+
+
 def _batch_histogram(server):
     with urllib.request.urlopen(f"http://127.0.0.1:{server.rest_port}/monitoring/prometheus/metrics") as r:
         text = r.read().decode()

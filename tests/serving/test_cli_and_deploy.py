@@ -87,6 +87,30 @@ def test_serve_rejects_bad_arguments(tmp_path, capsys):
     bad.write_text("max_batch_size { value: 8 }\nmax_batch_sise { value: 3 }\n")
     with pytest.raises(UserError, match="unknown field 'max_batch_sise'"):
         read_batching_parameters(str(bad))
+    assert main(["serve", "--model-base-path", str(tmp_path), "--model-name", "m", "--enable-batching",
+                 "--max-batch-size", "16", "--allowed-batch-sizes", "4,8"]) == 2
+    assert "must equal max_batch_size" in capsys.readouterr().err
+    assert main(["serve", "--model-base-path", str(tmp_path), "--model-name", "m",
+                 "--tensorflow-intra-op-parallelism", "-1"]) == 2
+    assert "--tensorflow-intra-op-parallelism" in capsys.readouterr().err
+
+
+def test_batching_parameters_file_with_repeated_allowed_batch_sizes(tmp_path):
+    from types import SimpleNamespace
+
+    from sicot.serving.cli import batching_options
+
+    path = tmp_path / "batching.txt"
+    path.write_text("max_batch_size { value: 16 }\nnum_batch_threads { value: 2 }\n"
+                    "allowed_batch_sizes: 4\nallowed_batch_sizes: 8  # comment\nallowed_batch_sizes: 16\n")
+    assert read_batching_parameters(str(path)) == {
+        "max_batch_size": 16, "num_batch_threads": 2, "allowed_batch_sizes": [4, 8, 16]}
+    args = SimpleNamespace(enable_batching=True, batching_parameters_file=str(path), max_batch_size=None,
+                           batch_timeout_micros=0, max_enqueued_batches=None, num_batch_threads=None,
+                           allowed_batch_sizes=None)
+    options = batching_options(args)
+    assert (options.max_batch_size, options.batch_timeout_micros, options.num_batch_threads,
+            options.allowed_batch_sizes) == (16, 0, 2, (4, 8, 16))
 
 
 def _free_port() -> int:
