@@ -44,6 +44,7 @@ import numpy as np
 
 from sicot import contract
 from sicot.trainer.class_words import class_word_table
+from sicot.trainer import images as image_ops
 
 
 def load_split(work_dir, split, tft_output):
@@ -52,10 +53,18 @@ def load_split(work_dir, split, tft_output):
     files = glob.glob(os.path.join(work_dir, "transform", "transformed", f"{split}-*"))
     if not files:
         raise SystemExit(f"--work {work_dir}: no transformed {split} examples")
+    from sicot.trainer.input import transform_image_size
+
     spec = tft_output.transformed_feature_spec()
     keys = (contract.IMAGE_XF, contract.TOKENS_XF, contract.LABEL_XF)
-    ds = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(256).map(
-        lambda r: tf.io.parse_example(r, {k: spec[k] for k in keys}))
+    size = transform_image_size(tft_output)
+
+    def parse(records):  # the stored JPEG decoded as the trainer's eval input does
+        parsed = tf.io.parse_example(records, {k: spec[k] for k in keys})
+        parsed[contract.IMAGE_XF] = image_ops.model_images(parsed[contract.IMAGE_XF], size)
+        return parsed
+
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(256).map(parse)
     images, tokens, labels = [], [], []
     for b in ds.as_numpy_iterator():
         images.append(b[contract.IMAGE_XF].astype("float32"))

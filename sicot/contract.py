@@ -13,7 +13,8 @@ signatures); every feature is a scalar bytes feature:
   record_id  '<manifest file>:<line number>' of the source record, for tracing
 
 Transformed features (`sicot.trainer.preprocessing.preprocessing_fn`):
-  image_xf   int64 [S, S, 3] pixel values 0..255 (deterministic decode + resize, RGB)
+  image_xf   bytes: the image as JPEG, longer side at most 2 x S (`trainer/images.store_images`);
+             decoded to [S, S, 3] by the trainer's input and the serving signatures
   tokens_xf  int64 [T] token ids of title + tags: 0 = padding, 1 = out of vocabulary,
              2.. = vocabulary entries (vocabulary file `tokens`)
   label_xf   int64 class id: position in the frequency-sorted vocabulary file `label`
@@ -60,6 +61,7 @@ BAND_KEY = "band"
 TOKEN_VOCAB_NAME = TOKENS_KEY
 LABEL_VOCAB_NAME = LABEL_KEY
 LABEL_COUNTS_VOCAB_NAME = "label_counts"  # lines 'count label', same order as LABEL_VOCAB_NAME
+IMAGE_SIZE_VOCAB_NAME = "image_size"  # one line: the model input side S the images were stored for
 
 PAD_TOKEN_ID = 0
 OOV_TOKEN_ID = 1

@@ -4,8 +4,9 @@ The trainer writes it (`task.run_fn`); `sicot.serving` serves it and reads its s
 the SavedModel alone, so serving never imports this module. Signature, input and output names
 are in `sicot.contract`.
 
-Signatures (all take [None] strings; the TFT layer repeats the training-time decode, resize
-and tokenisation, so serving sees exactly the training features):
+Signatures (all take [None] strings; the TFT layer repeats the Transform (compact JPEG storage,
+tokenisation), then `images.model_images` the decode + resize of the trainer's input, so serving
+sees exactly the training features):
   serving_default      image (encoded JPEG/PNG) -> visual head (image-only query)
   serving_image_text   image, title, tags       -> fused head (image + text query)
   serving_examples     examples (serialized tf.Example) -> visual head
@@ -26,6 +27,7 @@ from __future__ import annotations
 import os
 
 from sicot import contract
+from sicot.trainer import images
 
 # The Transform's `label_counts` ('count label' lines), copied beside the model.
 LABEL_COUNTS_FILE = os.path.join("assets.extra", contract.LABEL_COUNTS_VOCAB_NAME)
@@ -93,8 +95,11 @@ def export_serving_model(model, tf_transform_output, export_dir: str, top_k: int
     def transform(raw):
         return tft_layer(raw)
 
+    image_size = images.transform_image_size(tf_transform_output)
+
     def model_inputs(transformed, with_text):
-        inputs = {contract.IMAGE_INPUT: tf.cast(transformed[contract.IMAGE_XF], tf.float32)}
+        # The decode + resize of the trainer's eval input (images.model_image), in the graph.
+        inputs = {contract.IMAGE_INPUT: images.model_images(transformed[contract.IMAGE_XF], image_size)}
         if with_text:
             inputs[contract.TOKENS_INPUT] = tf.cast(transformed[contract.TOKENS_XF], tf.int32)
         return inputs

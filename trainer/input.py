@@ -1,8 +1,11 @@
 """tf.data input over the transformed GZIP TFRecords (written by Transform or transform_local).
 
-Random augmentation lives here, not in `preprocessing_fn` (it must change every epoch) and not
-in the model (no tf ops in Keras 3 layers). Yields ({"image": float32 [B,S,S,3] 0..255,
-"tokens": int32 [B,T]}, label int32 [B]).
+Images arrive as compact JPEG bytes and are decoded here, in parallel, after the shuffle (the
+shuffle buffer holds serialized records, bytes, not pixels): `images.model_image` (decode,
+resize with padding, the same op the serving signatures run) or, for training with
+`crop_min_area` > 0, a random resized crop. Random augmentation lives here, not in
+`preprocessing_fn` (it must change every epoch) and not in the model (no tf ops in Keras 3
+layers). Yields ({"image": float32 [B,S,S,3] 0..255, "tokens": int32 [B,T]}, label int32 [B]).
 
 Record order. Exports grouped by SKU, appended day by day or sorted by seller reach the
 trainer in that order; a shuffle window much smaller than the split then gives batches of a
@@ -33,6 +36,8 @@ import numpy as np
 import tensorflow as tf
 
 from sicot import contract
+from sicot.trainer import images
+from sicot.trainer.images import transform_image_size
 
 AUTOTUNE = tf.data.AUTOTUNE
 logger = logging.getLogger(__name__)
@@ -44,13 +49,14 @@ GROUPED_SHARE = 0.5
 MAX_PARALLEL_FILES = 16
 
 
-def augment_image(image, seed=None):
+def augment_image(image, seed=None, pad_and_crop: bool = True):
     """Random flip, pad-and-crop (up to S/8 pixels), brightness and contrast; values 0..255."""
     size = image.shape[0]
     pad = max(1, size // 8)
     image = tf.image.random_flip_left_right(image, seed=seed)
-    padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
-    image = tf.image.random_crop(padded, [size, size, 3], seed=seed)
+    if pad_and_crop:
+        padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
+        image = tf.image.random_crop(padded, [size, size, 3], seed=seed)
     image = tf.image.random_brightness(image, max_delta=0.15 * 255.0, seed=seed)
     mean = tf.reduce_mean(image, axis=[0, 1], keepdims=True)
     factor = tf.random.uniform([], 0.8, 1.2, seed=seed)
@@ -157,7 +163,8 @@ def neighbour_label_share(file_pattern, max_records: int = ORDER_CHECK_RECORDS) 
 def make_dataset(file_pattern, tf_transform_output, batch_size: int, *, training: bool,
                  augment: bool = False, class_counts=None, balanced_sampling: bool = False,
                  seed: int = 0, shuffle_buffer: int | None = None,
-                 shuffle_memory_mb: float = 1024, repeat: bool | None = None):
+                 shuffle_memory_mb: float = 1024, repeat: bool | None = None,
+                 image_size: int | None = None, crop_min_area: float = 0.0):
     """Batched, prefetched dataset of (inputs, label) from transformed examples.
 
     Args:
@@ -172,12 +179,16 @@ def make_dataset(file_pattern, tf_transform_output, batch_size: int, *, training
         equally often; head classes are sub-sampled, tail classes repeated.
       shuffle_buffer: records in the shuffle buffer; None sizes it from the data with
         `plan_shuffle(file_pattern, shuffle_memory_mb)`.
+      image_size: model input side S; None reads the Transform's (`transform_image_size`).
+      crop_min_area: > 0 (with augment, training): random resized crop of crop_min_area..1 of
+        the stored image's area instead of pad-and-crop (`images.random_resized_crop`).
     """
     files = _files(file_pattern)
     spec = tf_transform_output.transformed_feature_spec()
     parse_spec = {k: spec[k] for k in (contract.IMAGE_XF, contract.TOKENS_XF, contract.LABEL_XF)}
     label_spec = {contract.LABEL_XF: spec[contract.LABEL_XF]}
     repeat = training if repeat is None else repeat
+    size = transform_image_size(tf_transform_output) if image_size is None else int(image_size)
     if balanced_sampling and class_counts is None:
         raise ValueError("balanced_sampling needs class_counts")
 
@@ -220,14 +231,25 @@ def make_dataset(file_pattern, tf_transform_output, batch_size: int, *, training
 
     def parse(record):
         example = tf.io.parse_single_example(record, parse_spec)
-        image = tf.cast(example[contract.IMAGE_XF], tf.float32)
+        image = example[contract.IMAGE_XF]  # JPEG bytes, decoded below
         tokens = tf.cast(example[contract.TOKENS_XF], tf.int32)
         label = tf.cast(example[contract.LABEL_XF], tf.int32)
         return image, tokens, label
 
+    # Parse and decode come after the shuffle (and the balanced copies), so the buffer holds
+    # compact serialized records and every copy of an image is decoded and augmented anew.
     ds = ds.map(parse, num_parallel_calls=AUTOTUNE)
-    if augment and training:
-        ds = ds.map(lambda i, t, l: (augment_image(i), t, l), num_parallel_calls=AUTOTUNE)
+    if augment and training and crop_min_area > 0:
+        def decode(data):
+            return augment_image(images.random_resized_crop(data, size, crop_min_area),
+                                 pad_and_crop=False)
+    elif augment and training:
+        def decode(data):
+            return augment_image(images.model_image(data, size))
+    else:
+        def decode(data):
+            return images.model_image(data, size)
+    ds = ds.map(lambda i, t, l: (decode(i), t, l), num_parallel_calls=AUTOTUNE)
     ds = ds.map(lambda i, t, l: ({contract.IMAGE_INPUT: i, contract.TOKENS_INPUT: t}, l),
                 num_parallel_calls=AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=False)

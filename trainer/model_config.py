@@ -96,6 +96,9 @@ class ModelConfig:
         random `negative_share` of the others; exact softmax at evaluation and serving) and
         the class centres get a row-sparse SGD update (`SparseCentreAdamW`).
       negative_share: share of the classes drawn per step by the sampled heads.
+      crop_min_area: 0 = the default augmentation (flip, pad-and-crop, colour) on the padded
+        S x S image; > 0 = random resized crop instead of pad-and-crop: a crop of
+        crop_min_area..1 of the stored image's area (aspect 3/4..4/3) resized to S x S.
       centre_learning_rate, centre_momentum: SGD of the sampled heads' centre tables.
     """
 
@@ -139,6 +142,7 @@ class ModelConfig:
     balanced_sampling: bool = False
     augment: bool = True
     shuffle_memory_mb: int = 1024
+    crop_min_area: float = 0.0
     sampled_classifier_min_classes: int = 50_000
     negative_share: float = 0.1
     centre_learning_rate: float = 0.5
@@ -180,6 +184,8 @@ class ModelConfig:
         if self.sampled_classifier_min_classes < 1:
             raise ValueError(f"ModelConfig.sampled_classifier_min_classes="
                              f"{self.sampled_classifier_min_classes!r}: must be >= 1")
+        if not 0.0 <= self.crop_min_area <= 1.0:
+            raise ValueError(f"ModelConfig.crop_min_area={self.crop_min_area!r}: must be in [0, 1]")
         if not 0.0 < self.negative_share <= 1.0:
             raise ValueError(f"ModelConfig.negative_share={self.negative_share!r}: must be in "
                              f"(0, 1]")

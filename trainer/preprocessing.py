@@ -1,20 +1,24 @@
-"""tf.Transform `preprocessing_fn`: raw product records -> model-ready features.
+"""tf.Transform `preprocessing_fn`: raw product records -> model-ready contract.
 
 Runs once over the data in the TFX Transform component (and in `transform_local` for the
 standalone trainer), and again inside every exported serving signature through the TFT layer,
 so training and serving see exactly the same decode, resize, tokenisation and vocabularies.
 
-Deterministic work only (decode, resize with padding, tokenise, vocabularies, class counts);
-random augmentation belongs to the trainer's tf.data input (it must change every epoch).
+Deterministic work only (compact image storage, tokenise, vocabularies, class counts); decoding
+to the model's input and random augmentation belong to the trainer's tf.data input (in
+parallel, and augmentation must change every epoch) and, for inference, to the serving
+signature, both through `images.model_image`.
 
 Outputs (names in `sicot.contract`):
-  image_xf   int64 [S, S, 3], 0..255: decoded RGB, resized keeping the aspect ratio (padded).
+  image_xf   bytes: the image as JPEG, longer side at most `stored_side_factor` x S
+             (`images.store_images`: a JPEG that fits is kept as it is, nothing decoded).
   tokens_xf  int64 [T]: title + tags, case-folded, CJK characters split into single-character
              tokens, punctuation dropped; 0 = padding, 1 = out of vocabulary, 2.. = vocab.
   label_xf   int64: id in the frequency-sorted label vocabulary; unseen labels -> num_classes.
   band_xf    bytes: many | medium | few, from the training count of the example's class.
 Vocabulary files: `tokens`, `label` and `label_counts` ('count label' lines, same order as
-`label`): the class counts the trainer uses for priors and the evaluator for bands.
+`label`): the class counts the trainer uses for priors and the evaluator for bands; and
+`image_size` (one line, S): the model input side the images were stored for.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from sicot import contract
+from sicot.trainer import images
 
 # Han, Hiragana and Katakana are written without spaces between words: each character becomes
 # a token of its own (character unigrams are the usual bag-of-words unit for CJK titles).
@@ -35,6 +40,8 @@ class TransformConfig:
 
     Attributes:
       image_size: side S of the square model input, pixels.
+      stored_side_factor: images are stored with their longer side at most this x S (room for
+        random resized crops); smaller images are not enlarged.
       max_tokens: T, the number of title + tag tokens kept (the rest are cut).
       vocab_size: at most this many tokens in the vocabulary (most frequent first).
       min_token_count: tokens seen fewer times in training are out of vocabulary.
@@ -42,6 +49,7 @@ class TransformConfig:
     """
 
     image_size: int = 64
+    stored_side_factor: float = images.STORED_SIDE_FACTOR
     max_tokens: int = 32
     vocab_size: int = 50_000
     min_token_count: int = 2
@@ -50,6 +58,8 @@ class TransformConfig:
     def __post_init__(self):
         if self.image_size < 8:
             raise ValueError(f"image_size must be >= 8, got {self.image_size}")
+        if self.stored_side_factor < 1.0:
+            raise ValueError(f"stored_side_factor must be >= 1, got {self.stored_side_factor}")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.vocab_size < 1 or self.min_token_count < 1:
@@ -95,23 +105,6 @@ def _dense_scalar(x, default: str = ""):
     return x
 
 
-def decode_and_resize(image_bytes, image_size: int):
-    """Encoded JPEG/PNG bytes [batch] -> int64 RGB pixels [batch, S, S, 3], aspect kept."""
-    import tensorflow as tf
-
-    def one(b):
-        img = tf.io.decode_image(b, channels=3, expand_animations=False, dtype=tf.uint8)
-        img = tf.image.resize_with_pad(
-            tf.cast(img, tf.float32), image_size, image_size,
-            method=tf.image.ResizeMethod.BILINEAR, antialias=True)
-        return tf.cast(tf.clip_by_value(tf.round(img), 0.0, 255.0), tf.uint8)
-
-    pixels = tf.map_fn(
-        one, image_bytes,
-        fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8))
-    return tf.cast(pixels, tf.int64)
-
-
 def tokenize(title, tags):
     """Title and '|'-joined tags [batch] -> RaggedTensor of string tokens [batch, None]."""
     import tensorflow as tf
@@ -133,7 +126,11 @@ def preprocessing_fn(inputs, custom_config=None):
     outputs = {}
 
     image = _dense_scalar(inputs[contract.IMAGE_KEY])
-    outputs[contract.IMAGE_XF] = decode_and_resize(image, config.image_size)
+    outputs[contract.IMAGE_XF] = images.store_images(
+        image, images.stored_side(config.image_size, config.stored_side_factor))
+    # Records the model input side S the images were stored for (read by the trainer).
+    tft.vocabulary(tf.fill(tf.shape(image), tf.constant(str(config.image_size))),
+                   vocab_filename=contract.IMAGE_SIZE_VOCAB_NAME, name="image_size")
 
     tokens = tokenize(_dense_scalar(inputs[contract.TITLE_KEY]),
                       _dense_scalar(inputs[contract.TAGS_KEY]))

@@ -47,8 +47,10 @@ def read_class_counts(tf_transform_output):
 
 def model_shapes(tf_transform_output):
     """(image size, max tokens, token id count) from the transformed feature spec."""
+    from sicot.trainer.input import transform_image_size
+
     spec = tf_transform_output.transformed_feature_spec()
-    image_size = int(spec[contract.IMAGE_XF].shape[0])
+    image_size = transform_image_size(tf_transform_output)
     max_tokens = int(spec[contract.TOKENS_XF].shape[0])
     vocab_size = (tf_transform_output.vocabulary_size_by_name(contract.TOKEN_VOCAB_NAME)
                   + contract.FIRST_VOCAB_TOKEN_ID)
@@ -137,7 +139,8 @@ def run_fn(fn_args):
         return make_dataset(files, tf_transform_output, config.batch_size, training=training,
                             augment=config.augment, class_counts=class_counts,
                             balanced_sampling=balanced, seed=config.seed,
-                            shuffle_buffer=shuffle.buffer if training else None)
+                            shuffle_buffer=shuffle.buffer if training else None,
+                            image_size=image_size, crop_min_area=config.crop_min_area)
 
     train_ds = dataset(fn_args.train_files, True, config.balanced_sampling)
     eval_ds = dataset(fn_args.eval_files, False, False) if fn_args.eval_files else None

@@ -61,7 +61,8 @@ def test_pipeline_end_to_end_with_resume_and_cache(tmp_path, datasets, capsys):
         assert len(records) == n, split
     example = tf.train.Example.FromString(records[0].numpy())
     assert {"image_xf", "tokens_xf", "label_xf", "band_xf"} <= set(example.features.feature)
-    assert len(example.features.feature["image_xf"].int64_list.value) == 32 * 32 * 3
+    (stored,) = example.features.feature["image_xf"].bytes_list.value  # compact JPEG
+    assert stored[:2] == b"\xff\xd8" and tf.io.decode_jpeg(stored).shape[2] == 3
 
     # TensorBoard event files in the ModelRun artifact, and the run printed where
     model_run = runs["Trainer"].outputs["model_run"][0]

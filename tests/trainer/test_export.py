@@ -11,6 +11,8 @@ import tensorflow_transform as tft
 from sicot import contract
 from sicot.contract import SIGNATURES
 from sicot.trainer.export import export_serving_model
+from sicot.trainer import images
+from sicot.trainer.input import make_dataset
 from sicot.trainer.model_config import ModelConfig
 from sicot.trainer.sicot_model import build_model
 from sicot.trainer.task import model_shapes, read_class_counts
@@ -39,7 +41,8 @@ def exported(tmp_path_factory):
     export_dir = export_serving_model(model, tto, str(root / "saved_model"), top_k=3)
     loaded = tf.saved_model.load(export_dir)
     raw = TINY.make_examples([1] * 6, seed=5)  # one example per class, some without text
-    return dict(model=model, tto=tto, loaded=loaded, raw=raw, names=names)
+    return dict(model=model, tto=tto, loaded=loaded, raw=raw, names=names, result=result,
+                image_size=image_size)
 
 
 def _eager(exported, serialized, with_text):
@@ -47,7 +50,7 @@ def _eager(exported, serialized, with_text):
     tto = exported["tto"]
     parsed = tf.io.parse_example(serialized, tto.raw_feature_spec())
     xf = tto.transform_raw_features(parsed, drop_unused_features=True)
-    inputs = {"image": tf.cast(xf[contract.IMAGE_XF], tf.float32)}
+    inputs = {"image": images.model_images(xf[contract.IMAGE_XF], exported["image_size"])}
     if with_text:
         inputs["tokens"] = tf.cast(xf[contract.TOKENS_XF], tf.int32)
     return exported["model"](inputs, training=False), xf
@@ -125,3 +128,28 @@ def test_transform_features_and_eval_examples(exported):
 def test_corrupt_image_is_an_invalid_argument(exported):
     with pytest.raises(tf.errors.InvalidArgumentError):
         exported["loaded"].signatures["serving_default"](image=tf.constant([b"not an image"]))
+
+
+def test_training_input_and_serving_see_the_same_images(exported):
+    """Seller images (JPEG, PNG, GIF, greyscale, non-square, one larger than the stored size)
+    through the two real paths: the Beam Transform's records read by the trainer's tf.data
+    input, and the exported serving signature on the raw bytes. Same pixels, same embedding."""
+    raw_images = TINY.varied_images()
+    size = exported["image_size"]
+    (x, _), = make_dataset(exported["result"].transformed_files["test"], exported["tto"],
+                           len(raw_images), training=False)
+    trained_on = x["image"].numpy()
+    assert trained_on.shape == (len(raw_images), size, size, 3)
+    # The serving graph's image path: the TFT layer's stored JPEG, decoded by model_images.
+    layer = exported["tto"].transform_features_layer()
+    raw = {k: tf.constant([b""] * len(raw_images)) for k in contract.RAW_FEATURE_KEYS}
+    raw[contract.IMAGE_KEY] = tf.constant(raw_images)
+    served_pixels = images.model_images(layer(raw)[contract.IMAGE_XF], size).numpy()
+    # Beam may write records in another order: match rows by their pixels, exactly.
+    position = {row.tobytes(): i for i, row in enumerate(served_pixels)}
+    order = [position.get(row.tobytes()) for row in trained_on]
+    assert sorted(o for o in order if o is not None) == list(range(len(raw_images))), order
+    served = exported["loaded"].signatures["serving_default"](image=tf.constant(raw_images))
+    eager = exported["model"]({"image": tf.constant(trained_on)}, training=False)
+    np.testing.assert_allclose(served["embedding"].numpy()[order], eager["embedding"].numpy(),
+                               rtol=1e-5, atol=1e-5)

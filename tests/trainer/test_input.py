@@ -34,6 +34,14 @@ def test_training_dataset_repeats_and_augments(tiny_transform, tto):
     assert len(labels) > n  # repeats past one pass
 
 
+def test_training_with_random_resized_crop(tiny_transform, tto):
+    ds = make_dataset(tiny_transform.transformed_files["train"], tto, 8, training=True,
+                      augment=True, seed=1, crop_min_area=0.3)
+    x, y = next(iter(ds))
+    assert x["image"].shape == (8, 16, 16, 3) and y.shape == (8,)
+    assert float(tf.reduce_min(x["image"])) >= 0 and float(tf.reduce_max(x["image"])) <= 255
+
+
 def test_augment_image_stays_in_range_and_changes_pixels():
     image = tf.random.uniform([16, 16, 3], 0, 255, seed=0)
     out = augment_image(image, seed=3)

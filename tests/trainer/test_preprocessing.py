@@ -11,7 +11,8 @@ from PIL import Image
 
 from sicot import contract
 from sicot.contract import band_of_count
-from sicot.trainer.preprocessing import TransformConfig, decode_and_resize, tokenize
+from sicot.trainer import images
+from sicot.trainer.preprocessing import TransformConfig, tokenize
 from sicot.trainer.transform_local import run_transform
 
 
@@ -47,13 +48,45 @@ def test_tokenize_case_folds_splits_cjk_and_drops_punctuation():
     assert tokens[1] == []
 
 
-def test_decode_and_resize_keeps_aspect_with_padding():
+def test_model_image_keeps_aspect_with_padding():
     wide = _image_bytes((255, 0, 0), size=(40, 20))
-    pixels = decode_and_resize(tf.constant([wide]), 16).numpy()
-    assert pixels.shape == (1, 16, 16, 3) and pixels.dtype == np.int64
+    pixels = images.model_images(tf.constant([wide]), 16).numpy()
+    assert pixels.shape == (1, 16, 16, 3) and pixels.dtype == np.float32
     # 40x20 -> 16x8 content centred vertically, black padding above and below.
     assert pixels[0, 0].max() == 0 and pixels[0, -1].max() == 0
     assert (pixels[0, 8, :, 0] == 255).all() and (pixels[0, 8, :, 1] == 0).all()
+
+
+def _decoded(data):
+    return Image.open(io.BytesIO(data))
+
+
+def test_store_images_keeps_fitting_jpegs_and_shrinks_or_reencodes_the_rest():
+    rng = np.random.default_rng(0)
+
+    def encode(shape, fmt, mode="RGB"):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).convert(mode).save(buf, format=fmt)
+        return buf.getvalue()
+
+    small_jpeg = encode((20, 30, 3), "JPEG")
+    inputs = [small_jpeg, encode((20, 30, 3), "PNG"), encode((100, 50, 3), "JPEG"),
+              encode((20, 20, 3), "JPEG", mode="L"), encode((64, 16, 3), "PNG")]
+    stored = images.store_images(tf.constant(inputs), max_side=32).numpy()
+    assert stored[0] == small_jpeg  # fits: kept byte for byte, never decoded
+    for data in stored:
+        assert data[:2] == b"\xff\xd8" and _decoded(data).mode == "RGB"
+    assert [_decoded(d).size for d in stored] == [(30, 20), (30, 20), (16, 32), (20, 20), (8, 32)]
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        images.store_images(tf.constant([b"not an image"]), max_side=32)
+
+
+def test_random_resized_crop_is_s_by_s_and_varies():
+    data = _image_bytes((10, 200, 10), size=(60, 40), fmt="JPEG")
+    crops = [images.random_resized_crop(tf.constant(data), 16, min_area=0.2).numpy() for _ in range(2)]
+    assert all(c.shape == (16, 16, 3) and c.min() >= 0 and c.max() <= 255 for c in crops)
+    png = _image_bytes((10, 200, 10), size=(60, 40), fmt="PNG")
+    assert images.random_resized_crop(tf.constant(png), 16).shape == (16, 16, 3)
 
 
 def test_band_of_count_edges():
@@ -102,7 +135,9 @@ def test_run_transform_vocabularies_bands_and_shapes(tmp_path):
                                  compression_type="GZIP").map(
         lambda s: tf.io.parse_single_example(s, spec))
     rows = list(ds.as_numpy_iterator())
-    assert rows[0][contract.IMAGE_XF].shape == (16, 16, 3)
+    stored = rows[0][contract.IMAGE_XF]  # compact JPEG bytes, decoded by the trainer
+    assert stored[:2] == b"\xff\xd8" and _decoded(stored).size == (30, 20)
+    assert tft_out.vocabulary_by_name(contract.IMAGE_SIZE_VOCAB_NAME) == [b"16"]
     # Test "c": label id 2, few; tokens red, bottle known, "zzz", "unseen" out of vocabulary.
     vocab_id = {t: i + contract.FIRST_VOCAB_TOKEN_ID for i, t in enumerate(tokens)}
     assert rows[0][contract.LABEL_XF] == 2 and rows[0][contract.BAND_XF] == b"few"

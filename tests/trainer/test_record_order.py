@@ -19,6 +19,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from sicot import contract
+from sicot.trainer import images
 from sicot.trainer.input import (make_dataset, neighbour_label_share, plan_shuffle,
                                  warn_if_grouped)
 
@@ -36,12 +37,20 @@ def _load_tiny_dataset():
     return module
 
 
+def _jpeg(pixels) -> bytes:
+    return tf.io.encode_jpeg(tf.constant(pixels.astype("uint8")), quality=images.JPEG_QUALITY
+                             ).numpy()
+
+
 def _transformed(pixels, label):
+    """A transformed example as the Transform writes it: the image as JPEG bytes."""
     def ints(values):
         return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
 
     return tf.train.Example(features=tf.train.Features(feature={
-        contract.IMAGE_XF: ints(pixels.reshape(-1)), contract.TOKENS_XF: ints([0] * MAX_TOKENS),
+        contract.IMAGE_XF: tf.train.Feature(bytes_list=tf.train.BytesList(
+            value=[_jpeg(pixels)])),
+        contract.TOKENS_XF: ints([0] * MAX_TOKENS),
         contract.LABEL_XF: ints([label]),
         contract.BAND_XF: tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"many"])),
     })).SerializeToString()
@@ -49,15 +58,16 @@ def _transformed(pixels, label):
 
 def class_sorted_examples(colours, per_class, noise, seed):
     """[(serialized transformed example, label id, pixels)], class by class: class k is
-    colour k plus Gaussian pixel noise."""
+    colour k plus Gaussian pixel noise; pixels are what the input pipeline decodes."""
     rng = np.random.default_rng(seed)
     out = []
     for label, colour in enumerate(colours):
         for _ in range(per_class):
             pixels = np.clip(np.asarray(colour)[None, None]
                              + rng.normal(0, noise, (IMAGE_SIZE, IMAGE_SIZE, 3)), 0, 255)
-            pixels = pixels.astype("int64")
-            out.append((_transformed(pixels, label), label, pixels))
+            record = _transformed(pixels, label)
+            decoded = images.model_image(_jpeg(pixels), IMAGE_SIZE).numpy()
+            out.append((record, label, decoded))
     return out
 
 
@@ -123,8 +133,8 @@ def test_balanced_copies_spread_over_the_epoch(tiny_transform, tmp_path):
     batches = [(x["image"].numpy(), y.numpy()) for x, y in ds.take(30)]
     # A record of the last class is emitted about 10 times per epoch; the copies must not come together.
     most_copies_in_a_batch = max(
-        max(collections.Counter(image.tobytes() for image in images).values())
-        for images, _ in batches)
+        max(collections.Counter(image.tobytes() for image in batch_images).values())
+        for batch_images, _ in batches)
     assert most_copies_in_a_batch <= 3, most_copies_in_a_batch
     labels = np.concatenate([y for _, y in batches])
     share = np.bincount(labels, minlength=6) / len(labels)
@@ -133,10 +143,11 @@ def test_balanced_copies_spread_over_the_epoch(tiny_transform, tmp_path):
 
 
 def test_memory_budget_caps_the_buffer_and_grouped_files_are_flagged(tiny_files, caplog):
-    records = plan_shuffle(tiny_files["sorted"], 1024).records
-    plan = plan_shuffle(tiny_files["sorted"], memory_mb=2)  # about 1,700 of 3,000 records
-    assert not plan.exact and 1024 <= plan.buffer < records
-    assert plan.buffer_bytes <= 2 * 2**20 + plan.serialized_bytes / records
+    full = plan_shuffle(tiny_files["sorted"], 1024)
+    memory_mb = full.serialized_bytes * 0.6 / 2**20  # about 1,800 of 3,000 records
+    plan = plan_shuffle(tiny_files["sorted"], memory_mb=memory_mb)
+    assert not plan.exact and 1024 <= plan.buffer < full.records
+    assert plan.buffer_bytes <= memory_mb * 2**20 + full.serialized_bytes / full.records
     with caplog.at_level("WARNING"):
         assert warn_if_grouped(tiny_files["shuffled"]) < 0.3
         assert "grouped by label" not in caplog.text
@@ -195,11 +206,11 @@ def _train_and_score(data, train_file, out_dir, seed):
         serving_model_dir=os.path.join(out_dir, "export"),
         model_run_dir=os.path.join(out_dir, "run"),
         train_steps=epochs * CLASSES * PER_CLASS // batch, eval_steps=None,
-        custom_config={"model": {"preset": "ce", "image_size": IMAGE_SIZE, "epochs": epochs,
-                                 "batch_size": batch, "seed": seed, "augment": False}}))
-    images = np.stack([p for _, _, p in data["held_out"]]).astype("float32")
+        custom_config={"model": {"preset": "ce", "epochs": epochs, "batch_size": batch,
+                                 "seed": seed, "augment": False}}))
+    pixels = np.stack([p for _, _, p in data["held_out"]]).astype("float32")
     labels = np.array([y for _, y, _ in data["held_out"]])
-    logits = np.asarray(model({"image": images}, training=False)["visual_logits"])
+    logits = np.asarray(model({"image": pixels}, training=False)["visual_logits"])
     return float(np.mean(np.argmax(logits, axis=1) == labels))
 
 

@@ -46,6 +46,26 @@ def make_examples(counts, seed):
     return out
 
 
+def varied_images(seed=7):
+    """Encoded images as they come from sellers: JPEG and PNG, non-square, greyscale, and one
+    larger than the stored size (re-encoded and shrunk by the Transform)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for size, fmt, mode in (((40, 24), "JPEG", "RGB"), ((24, 40), "PNG", "RGB"),
+                            ((30, 30), "JPEG", "L"), ((90, 60), "JPEG", "RGB"),
+                            ((70, 70), "PNG", "RGB"), ((20, 20), "GIF", "RGB")):
+        w, h = size
+        base = rng.integers(30, 220, 3)
+        yy, xx = np.mgrid[0:h, 0:w]
+        pixels = np.clip(base[None, None, :] + 60 * np.sin(xx / 5.0)[:, :, None]
+                         + 40 * np.cos(yy / 7.0)[:, :, None] + rng.normal(0, 10, (h, w, 3)), 0, 255)
+        img = Image.fromarray(pixels.astype("uint8")).convert(mode)
+        buf = io.BytesIO()
+        img.save(buf, format=fmt, **({"quality": 92} if fmt == "JPEG" else {}))
+        out.append(buf.getvalue())
+    return out
+
+
 def write_split(path, examples):
     with tf.io.TFRecordWriter(path, options="GZIP") as w:
         for e in examples:
@@ -53,7 +73,8 @@ def write_split(path, examples):
 
 
 def build(root, image_size=16, max_tokens=6):
-    """Writes raw train/eval splits under root/raw and runs the real Transform."""
+    """Writes raw train/eval/test splits under root/raw and runs the real Transform; the test
+    split holds `varied_images()` (labels class0..class5, one each)."""
     from sicot.trainer.preprocessing import TransformConfig
     from sicot.trainer.transform_local import run_transform
 
@@ -63,7 +84,10 @@ def build(root, image_size=16, max_tokens=6):
                 make_examples(TRAIN_COUNTS, 0))
     write_split(os.path.join(raw, "eval-00000-of-00001.tfrecord.gz"),
                 make_examples([2] * len(TRAIN_COUNTS), 1))
+    write_split(os.path.join(raw, "test-00000-of-00001.tfrecord.gz"),
+                [example(f"class{k}", image, f"word{k}", "", f"t:{k}")
+                 for k, image in enumerate(varied_images())])
     config = TransformConfig(image_size=image_size, max_tokens=max_tokens, min_token_count=1,
                              band_edges=(4, 10))
     return run_transform(raw, os.path.join(root, "transform"), config,
-                         splits=("train", "eval"))
+                         splits=("train", "eval", "test"))
