@@ -7,7 +7,9 @@ For each configuration, in one run:
   data          `sicot synth` (JPEG/PNG of --source-size px) + `sicot import` + the pipeline's
                 Transform (`transform_local.run_transform`) at the model's image size; not timed.
                 Reported: mean bytes of the source image, mean bytes of one transformed example
-                (serialized tf.Example) and bytes on disk per example (GZIP TFRecords).
+                (serialized tf.Example) and bytes on disk per example (GZIP TFRecords); and
+                `before_*`: the same examples with the previous image format (int64 [S, S, 3]
+                of the same decode + resize; on disk estimated with zlib per image feature).
   input_only    the trainer's own `make_dataset` (training=True, augment on), iterated without a
                 model: images/s, and CPU seconds per image of this process (so the cores needed
                 at a given rate do not depend on how many cores were free during the run).
@@ -75,15 +77,46 @@ def source_image_bytes(examples_dir: str) -> float:
     return sum(sizes) / len(sizes)
 
 
-def sizes_report(data: dict) -> dict:
+def pixels_format_bytes(data: dict, image_size: int, limit: int = 500) -> tuple[float, float]:
+    """(mean serialized bytes, mean zlib-compressed bytes) of the image feature in the previous
+    format (int64 [S, S, 3], the same decode + resize), against the JPEG feature now stored,
+    over up to `limit` source images."""
+    import zlib
+
+    import tensorflow as tf
+
+    from sicot.trainer import images
+
+    old, new = [], []
+    for f in sorted(glob.glob(os.path.join(data["examples"], "train-*.tfrecord.gz"))):
+        for r in tf.data.TFRecordDataset(f, compression_type="GZIP").take(limit - len(old)):
+            source = tf.train.Example.FromString(r.numpy()).features.feature["image"].bytes_list.value[0]
+            pixels = images.model_image(tf.constant(source), image_size).numpy().astype("int64")
+            old.append(tf.train.Feature(int64_list=tf.train.Int64List(value=pixels.reshape(-1)))
+                       .SerializeToString())
+            stored = images.store_images(tf.constant([source]), images.stored_side(image_size))[0]
+            new.append(tf.train.Feature(bytes_list=tf.train.BytesList(value=[stored.numpy()]))
+                       .SerializeToString())
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    return (mean([len(o) for o in old]) - mean([len(n) for n in new]),
+            mean([len(zlib.compress(o)) for o in old]) - mean([len(zlib.compress(n)) for n in new]))
+
+
+def sizes_report(data: dict, image_size: int) -> dict:
     n, serialized = record_bytes(data["train_files"], "GZIP")
     on_disk = sum(os.path.getsize(f) for f in glob.glob(data["train_files"]))
     source = source_image_bytes(data["examples"])
+    extra, extra_compressed = pixels_format_bytes(data, image_size)
+    before = serialized + extra
     return {"examples": n, "source_image_bytes": round(source, 1),
             "transformed_example_bytes": round(serialized, 1),
             "transformed_on_disk_gzip_bytes": round(on_disk / n, 1),
             "transformed_over_source": round(serialized / source, 2),
-            "on_disk_over_source": round(on_disk / n / source, 2)}
+            "on_disk_over_source": round(on_disk / n / source, 2),
+            # The same examples with the previous int64 [S, S, 3] image feature.
+            "before_pixels_example_bytes": round(before, 1),
+            "before_pixels_on_disk_gzip_bytes_estimate": round(on_disk / n + extra_compressed, 1),
+            "before_pixels_over_source": round(before / source, 2)}
 
 
 def time_input(data: dict, batch_size: int, batches: int) -> dict:
@@ -162,7 +195,7 @@ def main(argv=None) -> int:
         for name in names:
             cfg = CONFIGS[name]
             data = make_data(work, cfg["image_size"], args.source_size, args.classes, args.per_class)
-            entry = {"bytes": sizes_report(data),
+            entry = {"bytes": sizes_report(data, cfg["image_size"]),
                      "input_only": time_input(data, cfg["batch_size"], args.batches),
                      "step_only": time_step(data, cfg, args.steps if name == "small64" else args.resnet_steps)}
             entry["input_over_step"] = round(entry["input_only"]["images_per_s"]
