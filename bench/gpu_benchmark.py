@@ -78,9 +78,10 @@ def sicot_vs_resnet(args) -> dict:
     import keras
     import numpy as np
 
+    from sicot.contract import IMAGE_INPUT, TOKENS_INPUT
     from sicot.trainer.model_config import ModelConfig
-    from sicot.trainer.sicot_model import IMAGE_INPUT, TOKENS_INPUT, build_model
-    from sicot.trainer.task import _optimizer
+    from sicot.trainer.sicot_model import build_model
+    from sicot.trainer.task import make_optimizer
 
     rng = np.random.default_rng(0)
     s, b, c = args.image_size, args.batch, args.classes
@@ -93,7 +94,7 @@ def sicot_vs_resnet(args) -> dict:
     config = ModelConfig.preset("sicot").replace(backbone="resnet50", image_size=s, batch_size=b,
                                                   augment=False)
     model = build_model(config, c, args.vocab, counts, args.tokens)
-    model.compile(optimizer=_optimizer(config, 1000, sampled=model.sampled))
+    model.compile(optimizer=make_optimizer(config, 1000, sampled=model.sampled))
     seconds = _time_steps(_train_step_fn(model, {IMAGE_INPUT: images, TOKENS_INPUT: tokens}, labels),
                           args.warmup, args.steps)
     results["sicot_resnet50"] = {"images_per_s": round(b * args.steps / seconds, 1),
@@ -122,9 +123,10 @@ def dense_vs_sampled(args) -> dict:
     import keras
     import numpy as np
 
+    from sicot.contract import IMAGE_INPUT
     from sicot.trainer.model_config import ModelConfig
-    from sicot.trainer.sicot_model import IMAGE_INPUT, build_model
-    from sicot.trainer.task import _optimizer
+    from sicot.trainer.sicot_model import build_model
+    from sicot.trainer.task import make_optimizer
 
     rng = np.random.default_rng(1)
     c, b, s = args.head_classes, args.head_batch, args.head_image_size
@@ -138,7 +140,7 @@ def dense_vs_sampled(args) -> dict:
             sampled_classifier_min_classes=(2 * c if head == "dense" else min(c, 2)))
         model = build_model(config, c, vocab_size=2, class_counts=counts, max_tokens=1)
         assert model.sampled == (head == "sampled")
-        model.compile(optimizer=_optimizer(config, 1000, sampled=model.sampled))
+        model.compile(optimizer=make_optimizer(config, 1000, sampled=model.sampled))
         try:
             seconds = _time_steps(_train_step_fn(model, {IMAGE_INPUT: images}, labels),
                                   args.warmup, args.steps)
