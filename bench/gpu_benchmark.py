@@ -91,9 +91,8 @@ def sicot_vs_resnet(args) -> dict:
     counts = np.maximum(1, (1000 / np.arange(1, c + 1) ** 1.0).astype(int)).tolist()
     results = {}
 
-    config = ModelConfig.preset("sicot").replace(backbone="resnet50", image_size=s, batch_size=b,
-                                                  augment=False)
-    model = build_model(config, c, args.vocab, counts, args.tokens)
+    config = ModelConfig.preset("sicot").replace(backbone="resnet50", batch_size=b, augment=False)
+    model = build_model(config, c, args.vocab, counts, args.tokens, s)
     model.compile(optimizer=make_optimizer(config, 1000, sampled=model.sampled))
     seconds = _time_steps(_train_step_fn(model, {IMAGE_INPUT: images, TOKENS_INPUT: tokens}, labels),
                           args.warmup, args.steps)
@@ -136,9 +135,10 @@ def dense_vs_sampled(args) -> dict:
     results = {}
     for head in ("dense", "sampled"):
         config = ModelConfig.preset("logit_adjust").replace(
-            image_size=s, batch_size=b, negative_share=args.negative_share, augment=False,
+            batch_size=b, negative_share=args.negative_share, augment=False,
             sampled_classifier_min_classes=(2 * c if head == "dense" else min(c, 2)))
-        model = build_model(config, c, vocab_size=2, class_counts=counts, max_tokens=1)
+        model = build_model(config, c, vocab_size=2, class_counts=counts, max_tokens=1,
+                            image_size=s)
         assert model.sampled == (head == "sampled")
         model.compile(optimizer=make_optimizer(config, 1000, sampled=model.sampled))
         try:

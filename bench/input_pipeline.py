@@ -153,11 +153,11 @@ def time_step(data: dict, cfg: dict, steps: int) -> dict:
     names, counts = read_class_counts(output)
     image_size, max_tokens, vocab_size = model_shapes(output)
     config = ModelConfig.from_dict({"model_type": "sicot", "backbone": cfg["backbone"],
-                                    "image_size": image_size, "batch_size": cfg["batch_size"]})
+                                    "batch_size": cfg["batch_size"]})
     batch = next(iter(make_dataset(data["train_files"], output, cfg["batch_size"], training=True,
                                    augment=True, seed=0)))
     keras.utils.set_random_seed(0)
-    model = build_model(config, len(names), vocab_size, counts, max_tokens)
+    model = build_model(config, len(names), vocab_size, counts, max_tokens, image_size)
     model.compile(optimizer=make_optimizer(config, 1000, sampled=model.sampled))
     ds = tf.data.Dataset.from_tensors(batch).repeat()
     model.fit(ds, epochs=1, steps_per_epoch=2, verbose=0)  # traces the train function
