@@ -113,9 +113,11 @@ def _files(file_pattern) -> list[str]:
 def _records(files, parallel: bool = True):
     """Records of the files, interleaved one record at a time across files."""
     ds = tf.data.Dataset.from_tensor_slices(files)
+    # Sequential interleave is deterministic already (and warns if told so).
+    parallelism = dict(num_parallel_calls=AUTOTUNE, deterministic=True) if parallel else {}
     return ds.interleave(lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
                          cycle_length=min(MAX_PARALLEL_FILES, len(files)), block_length=1,
-                         num_parallel_calls=AUTOTUNE if parallel else None, deterministic=True)
+                         **parallelism)
 
 
 def scan_records(file_pattern) -> tuple[int, int]:
