@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from sicot import contract
+from sicot.trainer import images as image_ops
 from sicot.trainer.enrolled_sicot_model import EnrolledSICoTModel
 from sicot.trainer import enrollment
 from sicot.trainer.enrollment import HeadRows
@@ -92,8 +93,15 @@ def embed_transformed_files(model: SICoTModel, file_pattern, tf_transform_output
     spec = tf_transform_output.transformed_feature_spec()
     keys = (contract.IMAGE_XF, contract.TOKENS_XF, contract.LABEL_XF)
     parse_spec = {k: spec[k] for k in keys}
-    ds = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch).map(
-        lambda r: tf.io.parse_example(r, parse_spec))
+    size = image_ops.transform_image_size(tf_transform_output)
+
+    def parse(records):
+        parsed = tf.io.parse_example(records, parse_spec)
+        # compact JPEG -> [S, S, 3], the decode of the trainer's eval input and serving
+        parsed[contract.IMAGE_XF] = image_ops.model_images(parsed[contract.IMAGE_XF], size)
+        return parsed
+
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch).map(parse)
     parts = []
     for b in ds:
         e = embed(model, b[contract.IMAGE_XF], b[contract.TOKENS_XF], batch)
@@ -111,6 +119,7 @@ def transform_raw(tf_transform_output, images, titles=None, tags=None, batch: in
 
     layer = tf_transform_output.transform_features_layer()
     raw_spec = dict(tf_transform_output.raw_feature_spec())
+    size = image_ops.transform_image_size(tf_transform_output)
     n = len(images)
     titles = list(titles) if titles is not None else [b""] * n
     tags = list(tags) if tags is not None else [b""] * n
@@ -124,7 +133,7 @@ def transform_raw(tf_transform_output, images, titles=None, tags=None, batch: in
                                  contract.TITLE_KEY: strings(titles),
                                  contract.TAGS_KEY: strings(tags)}, raw_spec)
         transformed = layer(raw)
-        out_images.append(tf.cast(transformed[contract.IMAGE_XF], tf.float32).numpy())
+        out_images.append(image_ops.model_images(transformed[contract.IMAGE_XF], size).numpy())
         out_tokens.append(tf.cast(transformed[contract.TOKENS_XF], tf.int32).numpy())
     if not out_images:
         return None, None
