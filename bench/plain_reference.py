@@ -52,12 +52,13 @@ def load_split(data_dir: str, split: str, size: int):
     return np.stack(images), labels
 
 
-def build_model(num_classes: int, size: int, head: str, log_prior: np.ndarray):
+def build_model(num_classes: int, size: int, head: str, log_prior: np.ndarray,
+                stem_stride: int = 1):
     import keras
     from keras import layers, ops
 
-    def conv(x, width):
-        x = layers.Conv2D(width, 3, padding="same", use_bias=False)(x)
+    def conv(x, width, strides=1):
+        x = layers.Conv2D(width, 3, strides=strides, padding="same", use_bias=False)(x)
         return layers.ReLU()(layers.BatchNormalization()(x))
 
     inputs = keras.Input((size, size, 3))
@@ -65,7 +66,7 @@ def build_model(num_classes: int, size: int, head: str, log_prior: np.ndarray):
     x = layers.RandomTranslation(0.125, 0.125, fill_mode="reflect")(x)
     x = layers.Rescaling(1 / 127.5, offset=-1.0)(x)
     for i, width in enumerate((32, 64, 128)):
-        x = conv(conv(x, width), width)
+        x = conv(conv(x, width, strides=stem_stride if i == 0 else 1), width)
         if i < 2:
             x = layers.MaxPooling2D()(x)
     x = layers.GlobalAveragePooling2D()(x)
@@ -95,6 +96,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--learning-rate", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stem-stride", type=int, default=1,
+                   help="stride of the first conv (2 = the resolution of sicot's small tower)")
     p.add_argument("--json", required=True, help="write the evaluation here")
     args = p.parse_args(argv)
 
@@ -114,7 +117,8 @@ def main(argv=None) -> int:
 
     train_counts = np.array([counts[c] for c in classes], dtype="float64")
     model, loss = build_model(len(classes), args.image_size, args.head,
-                              np.log(train_counts / train_counts.sum()).astype("float32"))
+                              np.log(train_counts / train_counts.sum()).astype("float32"),
+                              stem_stride=args.stem_stride)
     steps = args.epochs * int(np.ceil(len(y_train) / args.batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, steps, alpha=0.01)
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss=loss)

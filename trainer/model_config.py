@@ -36,6 +36,8 @@ class ModelConfig:
       model_type: one of MODEL_TYPES. `sicot` trains the visual tower, the word attention and
         the three heads with the co-training term; the others train the visual head only.
       backbone: `small` (residual CNN, CPU default) or `resnet50` (random init, no download).
+      stem_stride: stride of the `small` tower's first conv: 2 halves the resolution at once
+        (feature maps S/2, S/4, S/8), 1 keeps it (S, S/2, S/4; about 4x the compute).
       embedding_dim: size of the visual embedding v (the `embedding` serving output).
       token_dim: size of the word embeddings e_i.
       attention_rank: rank r of the low-rank bilinear score (U v) . (W e_i) / sqrt(r).
@@ -104,6 +106,7 @@ class ModelConfig:
 
     model_type: str = "sicot"
     backbone: str = "small"
+    stem_stride: int = 2
     embedding_dim: int = 128
     token_dim: int = 64
     attention_rank: int = 32
@@ -156,6 +159,7 @@ class ModelConfig:
 
         check_choice("model_type", MODEL_TYPES)
         check_choice("backbone", BACKBONES)
+        check_choice("stem_stride", (1, 2))
         check_choice("loss_type", LOSS_TYPES)
         check_choice("classifier_type", CLASSIFIER_TYPES)
         check_choice("distill_teacher", DISTILL_TEACHERS)

@@ -64,7 +64,8 @@ class SICoTModel(keras.Model):
         self.model_config = cfg
         self._log_prior = long_tail_losses.log_class_prior(class_counts)
 
-        self.visual_tower = VisualTower(cfg.backbone, cfg.embedding_dim, name="visual_tower")
+        self.visual_tower = VisualTower(cfg.backbone, cfg.embedding_dim,
+                                        stem_stride=cfg.stem_stride, name="visual_tower")
         # Above the class-count threshold: Partial FC heads (train on a class sample, exact
         # softmax at evaluation and serving), one sample per step shared by all heads.
         self.sampled = cfg.uses_sampled_classifier(self.num_classes)

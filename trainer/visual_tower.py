@@ -37,7 +37,7 @@ class VisualTower(layers.Layer):
     """
 
     def __init__(self, backbone="small", embedding_dim=128, stage_widths=(32, 64, 128),
-                 dropout=0.0, **kwargs):
+                 dropout=0.0, stem_stride=2, **kwargs):
         super().__init__(**kwargs)
         if backbone not in BACKBONES:
             raise ValueError(f"VisualTower: backbone={backbone!r}, expected one of {BACKBONES}")
@@ -48,10 +48,13 @@ class VisualTower(layers.Layer):
             raise ValueError(f"VisualTower: stage_widths={stage_widths!r} must be positive ints")
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"VisualTower: dropout={dropout!r} must be in [0, 1)")
+        if int(stem_stride) not in (1, 2):
+            raise ValueError(f"VisualTower: stem_stride={stem_stride!r} must be 1 or 2")
         self.backbone = backbone
         self.embedding_dim = int(embedding_dim)
         self.stage_widths = stage_widths
         self.dropout = float(dropout)
+        self.stem_stride = int(stem_stride)
 
     def build(self, input_shape):
         shape = tuple(input_shape)
@@ -60,7 +63,8 @@ class VisualTower(layers.Layer):
                 weights=None, include_top=False, pooling="avg", input_shape=shape[1:])
             feature_dim = self._resnet.output_shape[-1]
         else:
-            self._stem_conv = layers.Conv2D(self.stage_widths[0], 3, strides=2, padding="same",
+            self._stem_conv = layers.Conv2D(self.stage_widths[0], 3, strides=self.stem_stride,
+                                            padding="same",
                                             use_bias=False, name="stem_conv")
             self._stem_bn = layers.BatchNormalization(momentum=_BN_MOMENTUM, name="stem_bn")
             self._stem_conv.build(shape)
@@ -99,7 +103,8 @@ class VisualTower(layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(backbone=self.backbone, embedding_dim=self.embedding_dim,
-                      stage_widths=list(self.stage_widths), dropout=self.dropout)
+                      stage_widths=list(self.stage_widths), dropout=self.dropout,
+                      stem_stride=self.stem_stride)
         return config
 
 

@@ -10,7 +10,8 @@ from sicot.trainer.classifier_head import ClassifierHead
 from sicot.trainer.visual_tower import VisualTower
 
 LAYERS = [
-    (VisualTower, dict(backbone="small", embedding_dim=8, stage_widths=(4, 8), dropout=0.1),
+    (VisualTower, dict(backbone="small", embedding_dim=8, stage_widths=(4, 8), dropout=0.1,
+                       stem_stride=1),
      lambda: (np.random.rand(2, 16, 16, 3).astype("float32") * 255,)),
     (BilinearWordAttention, dict(vocab_size=12, token_dim=6, rank=3, output_dim=5,
                                  use_attention=True),
