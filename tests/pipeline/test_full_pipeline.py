@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from sicot import cli, contract
 from sicot.pipeline import configs, local_runner, run_summary
+from sicot.trainer import options
 
 pytestmark = pytest.mark.slow
 
@@ -29,12 +30,15 @@ def test_pipeline_end_to_end_with_resume_and_cache(tmp_path, datasets, capsys):
                 "--epochs", "1", "--image-size", "32", "--band-edges", "4,10"]
 
     # 1. The Trainer fails (a model setting nothing knows): upstream components completed.
+    # The configs come from the same options path as `sicot run` below, so the Transform's
+    # settings are identical and the resumed run can reuse its cached output.
+    transform, model = options.configs_from_options("sicot", epochs=1, image_size=32,
+                                                    band_edges="4,10")
     with pytest.raises(Exception, match="no_such_setting"):
         local_runner.run_local(
             data_root=data, pipeline_root=root, serving_dir=serving,
-            model_config={"preset": "sicot", "epochs": 1, "image_size": 32,
-                          "no_such_setting": 1},
-            transform_config={"image_size": 32, "band_edges": [4, 10]},
+            model_config={**model.to_dict(), "no_such_setting": 1},
+            transform_config=transform.to_dict(),
             schema_path=configs.CURATED_SCHEMA, import_config={},
             thresholds=configs.BlessingThresholds())
     runs = run_summary.latest_run(mlmd, "sicot")
