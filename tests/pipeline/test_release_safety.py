@@ -164,7 +164,9 @@ def test_gates_and_canary_decide_what_is_pushed(tmp_path, datasets, capsys, monk
 
     planted = tmp_path / "planted"
     planted.mkdir()
-    os.symlink(os.path.join(data, "images"), planted / "images")
+    # a copy, not a symlink: the importer's path rule quarantines images that resolve outside
+    # the dataset folder (path_outside), which a link to another folder does
+    shutil.copytree(os.path.join(data, "images"), planted / "images")
     for split in ("train", "test"):
         shutil.copy(os.path.join(data, f"{split}.jsonl"), planted / f"{split}.jsonl")
     lines = (planted / "test.jsonl").read_text().splitlines()
