@@ -38,6 +38,12 @@ class ModelConfig:
       backbone: `small` (residual CNN, CPU default) or `resnet50` (random init, no download).
       stem_stride: stride of the `small` tower's first conv: 2 halves the resolution at once
         (feature maps S/2, S/4, S/8), 1 keeps it (S, S/2, S/4; about 4x the compute).
+      backbone_weights: "" (random init) or a Keras weights file for the visual tower, any
+        tf.io.gfile path: a keras.applications ResNet-50 file (resnet50) or a
+        `visual_tower.weights.h5` written beside a trained model (`backbone_weights.py`).
+      backbone_frozen_epochs: the first N of `epochs` train with the tower frozen (BN in
+        inference mode; the heads and text branch learn on the pretrained features), then
+        the whole model trains with a fresh schedule for the remaining epochs.
       embedding_dim: size of the visual embedding v (the `embedding` serving output).
       token_dim: size of the word embeddings e_i.
       attention_rank: rank r of the low-rank bilinear score (U v) . (W e_i) / sqrt(r).
@@ -107,6 +113,8 @@ class ModelConfig:
     model_type: str = "sicot"
     backbone: str = "small"
     stem_stride: int = 2
+    backbone_weights: str = ""
+    backbone_frozen_epochs: int = 0
     embedding_dim: int = 128
     token_dim: int = 64
     attention_rank: int = 32
@@ -177,6 +185,13 @@ class ModelConfig:
                      "class_words", "shuffle_memory_mb"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: must be >= 1")
+        if self.backbone_frozen_epochs and not self.backbone_weights:
+            raise ValueError("ModelConfig: backbone_frozen_epochs needs backbone_weights (a "
+                             "frozen random tower learns nothing)")
+        if not 0 <= self.backbone_frozen_epochs <= self.epochs:
+            raise ValueError(f"ModelConfig.backbone_frozen_epochs="
+                             f"{self.backbone_frozen_epochs!r}: must be in [0, epochs="
+                             f"{self.epochs}]")
         for name in ("epochs", "crt_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: must be >= 0")

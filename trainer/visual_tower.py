@@ -58,6 +58,7 @@ class VisualTower(layers.Layer):
 
     def build(self, input_shape):
         shape = tuple(input_shape)
+        self.input_image_shape = tuple(shape[1:])
         if self.backbone == "resnet50":
             self._resnet = keras.applications.ResNet50(
                 weights=None, include_top=False, pooling="avg", input_shape=shape[1:])
@@ -81,6 +82,11 @@ class VisualTower(layers.Layer):
         self._projection = layers.Dense(self.embedding_dim, name="projection")
         self._projection.build((input_shape[0], feature_dim))
         self.built = True
+
+    @property
+    def resnet(self):
+        """The `keras.applications.ResNet50` inside a built `resnet50` tower."""
+        return self._resnet
 
     def call(self, images, training=False):
         x = ops.cast(images, "float32")
