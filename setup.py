@@ -47,6 +47,7 @@ setup(
         "tqdm",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest", "pytest-timeout", "hypothesis"]},
+    # gcp-storage-emulator: the GCS emulator the gs:// test starts on loopback.
+    extras_require={"test": ["pytest", "pytest-timeout", "hypothesis", "gcp-storage-emulator"]},
     entry_points={"console_scripts": ["sicot=sicot.cli:main"]},
 )

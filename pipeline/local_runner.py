@@ -49,12 +49,24 @@ def build_local_pipeline(
     serving_dir: str,
     pipeline_name: str = configs.PIPELINE_NAME,
     beam_pipeline_args: Optional[Sequence[str]] = None,
+    metadata_file: Optional[str] = None,
     **settings: Any,
 ):
-    """`create_pipeline` with the local MLMD (SQLite under the pipeline root)."""
+    """`create_pipeline` with a local SQLite MLMD (default: under a local pipeline root).
+
+    The data root, pipeline root and serving dir may be URLs (gs://...): every component
+    reads and writes them through tf.io.gfile / Beam FileSystems; only the SQLite file of
+    MLMD must be local (`metadata_file`).
+    """
+    import tensorflow as tf
     from tfx import v1 as tfx
 
-    os.makedirs(pipeline_root, exist_ok=True)
+    from sicot.pipeline import gfile_beam_filesystem  # noqa: F401 - ram:// for Beam too
+
+    tf.io.gfile.makedirs(pipeline_root)
+    if metadata_file is None:
+        metadata_file = metadata_path(pipeline_root)
+    os.makedirs(os.path.dirname(os.path.abspath(metadata_file)), exist_ok=True)
     return sicot_pipeline.create_pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
@@ -62,7 +74,7 @@ def build_local_pipeline(
         serving_dir=serving_dir,
         beam_pipeline_args=list(beam_pipeline_args or configs.beam_pipeline_args("direct")),
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            metadata_path(pipeline_root)),
+            metadata_file),
         **settings,
     )
 

@@ -21,7 +21,6 @@ import os
 from typing import Any, Dict, List
 
 import apache_beam as beam
-import tensorflow as tf
 from absl import logging
 from tfx.components.example_gen import utils as example_gen_utils
 from tfx.components.example_gen import write_split
@@ -29,6 +28,8 @@ from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenE
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
+
+from sicot import paths
 
 IMPORT_CONFIG_KEY = "import_config"
 QUARANTINE_FILE = "quarantine.jsonl"
@@ -119,7 +120,7 @@ def _ManifestToExample(pipeline, exec_properties: Dict[str, Any], split_pattern:
 
 
 def _manifest_path(data_dir: str, pattern: str) -> str:
-    matches = tf.io.gfile.glob(os.path.join(data_dir, pattern))
+    matches = paths.glob(os.path.join(data_dir, pattern))
     if len(matches) != 1:
         raise ValueError(
             f"ExampleGen: split pattern {pattern!r} in {data_dir} must match exactly one "
@@ -170,7 +171,10 @@ class ManifestExampleGenExecutor(BaseExampleGenExecutor):
                         _read_rows, import_config_from_dict(import_config).order_seed)
                     | f"Spread[{name}]" >> beam.Reshuffle()
                     | f"Convert[{name}]" >> beam.ParDo(
-                        _ConvertRow(data_dir, import_config, name)).with_outputs(
+                        # Image paths resolve against the manifest's own folder (the span
+                        # folder with {SPAN} patterns), local or remote alike.
+                        _ConvertRow(os.path.dirname(manifests[name]), import_config,
+                                    name)).with_outputs(
                             _QUARANTINE_TAG, main="examples"))
                 _ = (results.examples
                      | f"WriteSplit[{name}]" >> write_split.WriteSplit(
@@ -216,8 +220,7 @@ class ManifestExampleGenExecutor(BaseExampleGenExecutor):
             # TFX deletes the outputs of a failed execution: keep the quarantine beside them.
             kept = os.path.join(os.path.dirname(os.path.dirname(out_dir)), FAILED_QUARANTINE_DIR,
                                 os.path.basename(out_dir), QUARANTINE_FILE)
-            tf.io.gfile.makedirs(os.path.dirname(kept))
-            tf.io.gfile.copy(os.path.join(out_dir, QUARANTINE_FILE), kept, overwrite=True)
+            paths.copy(os.path.join(out_dir, QUARANTINE_FILE), kept)
             raise ValueError(
                 "ExampleGen: too many bad records: " + "; ".join(problems)
                 + f". Every bad record and its reason is in {kept}")
@@ -243,17 +246,15 @@ def read_import_counts(examples_uri: str, split_names: List[str]) -> Dict[str, D
     counts = {}
     for name in split_names:
         path = os.path.join(examples_uri, COUNTS_FILE_PREFIX + name + ".json")
-        with tf.io.gfile.GFile(path) as f:
-            counts[name] = json.loads(f.read().strip())
+        counts[name] = json.loads(paths.read_bytes(path).decode("utf-8").strip())
     return counts
 
 
 def _reason_counts(quarantine_path: str) -> Dict[str, collections.Counter]:
     reasons: Dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-    if tf.io.gfile.exists(quarantine_path):
-        with tf.io.gfile.GFile(quarantine_path) as f:
-            for line in f:
-                if line.strip():
-                    entry = json.loads(line)
-                    reasons[entry["split"]][reason_code(entry.get("reason", ""))] += 1
+    if paths.exists(quarantine_path):
+        for line in paths.read_bytes(quarantine_path).decode("utf-8").splitlines():
+            if line.strip():
+                entry = json.loads(line)
+                reasons[entry["split"]][reason_code(entry.get("reason", ""))] += 1
     return reasons

@@ -21,6 +21,7 @@ class ComponentRun:
     state: str  # MLMD execution state name: COMPLETE, CACHED, FAILED, RUNNING...
     outputs: Dict[str, List[str]]  # output key -> artifact URIs
     properties: Dict[str, Dict[str, object]]  # output key -> custom properties (first artifact)
+    inputs: Dict[str, List[str]] = dataclasses.field(default_factory=dict)  # key -> URIs
 
 
 def latest_run(metadata_path: str, pipeline_name: str) -> Dict[str, ComponentRun]:
@@ -51,10 +52,17 @@ def latest_run(metadata_path: str, pipeline_name: str) -> Dict[str, ComponentRun
             continue
         outputs: Dict[str, List[str]] = {}
         props: Dict[str, Dict[str, object]] = {}
-        events = [e for e in store.get_events_by_execution_ids([execution.id])
-                  if e.type in (metadata_store_pb2.Event.OUTPUT,
-                                metadata_store_pb2.Event.DECLARED_OUTPUT)]
-        artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+        all_events = store.get_events_by_execution_ids([execution.id])
+        events = [e for e in all_events if e.type in (metadata_store_pb2.Event.OUTPUT,
+                                                      metadata_store_pb2.Event.DECLARED_OUTPUT)]
+        input_events = [e for e in all_events if e.type in (metadata_store_pb2.Event.INPUT,
+                                                            metadata_store_pb2.Event.DECLARED_INPUT)]
+        artifacts = {a.id: a for a in store.get_artifacts_by_id(
+            [e.artifact_id for e in events + input_events])}
+        inputs: Dict[str, List[str]] = {}
+        for event in input_events:
+            key = event.path.steps[0].key if event.path.steps else "?"
+            inputs.setdefault(key, []).append(artifacts[event.artifact_id].uri)
         for event in events:
             key = event.path.steps[0].key if event.path.steps else "?"
             artifact = artifacts[event.artifact_id]
@@ -64,7 +72,7 @@ def latest_run(metadata_path: str, pipeline_name: str) -> Dict[str, ComponentRun
         result[node_id] = ComponentRun(
             node_id=node_id,
             state=metadata_store_pb2.Execution.State.Name(execution.last_known_state),
-            outputs=outputs, properties=props)
+            outputs=outputs, properties=props, inputs=inputs)
     return result
 
 

@@ -152,8 +152,10 @@ def batching_options(args):
 def server_options(args):
     from sicot.serving.server import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_REQUEST_BYTES, ServerOptions
 
+    import tensorflow as tf
+
     base = args.model_base_path
-    if not os.path.isdir(base):
+    if not tf.io.gfile.isdir(base):  # a local folder or a URL (gs://...)
         raise UserError(f"--model-base-path {base}: no such directory (expected DIR/<version>/saved_model.pb)")
     if not _MODEL_NAME.match(args.model_name):
         raise UserError(f"--model-name {args.model_name!r}: use letters, digits, '_', '-', '.' only")

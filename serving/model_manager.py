@@ -20,6 +20,7 @@ from typing import Callable
 
 import grpc
 
+from sicot.paths import absolute
 from sicot.serving.batching import BatchingOptions
 from sicot.serving.errors import ServingError, not_found
 from sicot.serving.servable import LoadedModel
@@ -39,23 +40,29 @@ class VersionState:
 
 def discover_versions(base_path: str) -> dict[int, str]:
     """`{version: directory}` for every complete version under `base_path`."""
+    import tensorflow as tf
+
+    gfile = tf.io.gfile  # a local folder or any remote scheme TF reads (gs://...)
     found = {}
     try:
-        entries = os.listdir(base_path)
-    except FileNotFoundError:
+        entries = gfile.listdir(base_path)
+    except tf.errors.NotFoundError:
         return found
     for entry in entries:
+        entry = entry.rstrip("/")  # object stores list folders with a trailing slash
         if not entry.isdigit():  # temp dirs, '.tmp-123', 'latest' ...
             continue
         path = os.path.join(base_path, entry)
-        if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        if gfile.exists(os.path.join(path, "saved_model.pb")):
             found[int(entry)] = path
     return found
 
 
 def _fingerprint(export_dir: str) -> tuple:
-    st = os.stat(os.path.join(export_dir, "saved_model.pb"))
-    return (st.st_mtime_ns, st.st_size)
+    import tensorflow as tf
+
+    st = tf.io.gfile.stat(os.path.join(export_dir, "saved_model.pb"))
+    return (st.mtime_nsec, st.length)
 
 
 class ModelManager:
@@ -76,7 +83,7 @@ class ModelManager:
                  on_batch: Callable[[str, int], None] | None = None,
                  on_change: Callable[[], None] | None = None):
         self.model_name = model_name
-        self.base_path = os.path.abspath(base_path)
+        self.base_path = absolute(base_path)
         self.poll_seconds = poll_seconds
         self.batching = batching
         self.on_batch = on_batch

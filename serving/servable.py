@@ -54,7 +54,9 @@ def read_signature_defs(export_dir: str):
     from tensorflow_serving.apis import get_model_metadata_pb2
 
     saved_model = saved_model_pb2.SavedModel()
-    with open(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
         saved_model.ParseFromString(f.read())
     if not saved_model.meta_graphs:
         raise ValueError(f"{export_dir}/saved_model.pb has no MetaGraph")
@@ -117,7 +119,7 @@ class LoadedModel:
         from tensorflow_serving.apis import prediction_log_pb2
 
         path = os.path.join(self.export_dir, WARMUP_FILE)
-        if not os.path.isfile(path):
+        if not tf.io.gfile.exists(path):
             return 0
         count = 0
         for record in tf.data.TFRecordDataset(path).take(MAX_WARMUP_RECORDS + 1):

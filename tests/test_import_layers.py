@@ -1,4 +1,4 @@
-"""The import graph points one way: contract/errors/console <- data <- trainer <- serving | pipeline <- cli.
+"""The import graph points one way: contract/errors/console/paths <- data <- trainer <- serving | pipeline <- cli.
 
 Every `import` counts, function-local ones included, so a cycle cannot hide inside a function.
 An ast walk rather than grimp/import-linter: those discover a package's modules by walking its
@@ -16,7 +16,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 # imports the other (the pipeline names trainer code by dotted string and never serves; the
 # server reads any SavedModel by its signatures).
 LAYERS = (
-    ("sicot.contract", "sicot.errors", "sicot.console"),
+    ("sicot.contract", "sicot.errors", "sicot.console", "sicot.paths"),
     ("sicot.data",),
     ("sicot.trainer",),
     ("sicot.pipeline", "sicot.serving"),

@@ -17,24 +17,29 @@ import json
 import os
 from sicot import console, contract
 from sicot.errors import UserError
+from sicot.paths import absolute
 from sicot.trainer.export import LABEL_COUNTS_FILE
 
 
 def resolve_saved_model_dir(path: str) -> str:
     """A SavedModel folder, a TF Serving base folder (highest integer version), or a
     `sicot train` output folder (its `export/` base)."""
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+    import tensorflow as tf
+
+    gfile = tf.io.gfile  # local folders and any remote scheme (gs://...)
+    if gfile.exists(os.path.join(path, "saved_model.pb")):
         return path
     for base in (path, os.path.join(path, "export")):
-        if not os.path.isdir(base):
+        if not gfile.isdir(base):
             continue
-        versions = sorted((int(d) for d in os.listdir(base) if d.isdigit()
-                           and os.path.isfile(os.path.join(base, d, "saved_model.pb"))),
+        versions = sorted((int(d.rstrip("/")) for d in gfile.listdir(base)
+                           if d.rstrip("/").isdigit()
+                           and gfile.exists(os.path.join(base, d.rstrip("/"), "saved_model.pb"))),
                           reverse=True)
         if versions:
             return os.path.join(base, str(versions[0]))
     raise UserError(f"--model {path}: no saved_model.pb there, in an integer version folder, "
-                      f"or under {os.path.join(path, 'export')}")
+                    f"or under {os.path.join(path, 'export')}")
 
 
 @dataclasses.dataclass
@@ -133,7 +138,7 @@ def evaluate_saved_model(model_dir: str, data_dir: str, image_only: bool = False
                         f"({len(rejected)} rejected)")
     fields, predictions = evaluate_records(saved_model_dir, records, image_only=image_only,
                                            batch_size=batch_size)
-    report = {"saved_model": saved_model_dir, "data": os.path.abspath(data_dir), "split": split,
+    report = {"saved_model": saved_model_dir, "data": absolute(data_dir), "split": split,
               "bands_from": "the model's Transform (transform_features)",
               "records": fields.pop("records"),
               "rejected_records": len(rejected),
@@ -218,7 +223,9 @@ def format_table(report: dict) -> str:
 
 
 def write_json(report: dict, path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
+    import tensorflow as tf
+
+    path = absolute(path)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(json.dumps(report, indent=2) + "\n")

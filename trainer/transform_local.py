@@ -8,7 +8,6 @@ vocabularies and class counts are analysed on the train split only, as in TFX.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 from typing import Sequence
 
@@ -35,7 +34,9 @@ def raw_feature_spec() -> dict:
 
 
 def _split_files(examples_dir: str, split: str) -> list[str]:
-    return sorted(glob.glob(os.path.join(examples_dir, f"{split}-*.tfrecord.gz")))
+    import tensorflow as tf
+
+    return sorted(tf.io.gfile.glob(os.path.join(examples_dir, f"{split}-*.tfrecord.gz")))
 
 
 def run_transform(examples_dir: str, out_dir: str, config: TransformConfig | None = None,
@@ -66,7 +67,7 @@ def run_transform(examples_dir: str, out_dir: str, config: TransformConfig | Non
 
     transformed_root = os.path.join(out_dir, TRANSFORMED_DIR)
     graph_dir = os.path.join(out_dir, TRANSFORM_GRAPH_DIR)
-    os.makedirs(transformed_root, exist_ok=True)
+    tf.io.gfile.makedirs(transformed_root)
     schema = schema_utils.schema_from_feature_spec(raw_feature_spec())
     custom_config = config.to_dict()
 
@@ -114,7 +115,7 @@ def run_transform(examples_dir: str, out_dir: str, config: TransformConfig | Non
     for split in present:
         pattern = os.path.join(transformed_root, f"{split}-*.tfrecord.gz")
         files[split] = pattern
-        counts[split] = sum(1 for f in sorted(glob.glob(pattern))
+        counts[split] = sum(1 for f in sorted(tf.io.gfile.glob(pattern))
                             for _ in tf.data.TFRecordDataset(f, compression_type="GZIP"))
     return TransformResult(transform_output_dir=graph_dir, transformed_files=files,
                            num_examples=counts)

@@ -57,12 +57,11 @@ def _synth(args) -> int:
 
 
 def _import(args) -> int:
-    import os
-
     from sicot.data.importer import ImportConfig, import_dataset
+    from sicot.paths import absolute
 
     config = ImportConfig(max_pixels=args.max_pixels, max_image_bytes=args.max_image_bytes,
-                          allowed_dirs=tuple(os.path.abspath(d) for d in args.allow_dir),
+                          allowed_dirs=tuple(absolute(d) for d in args.allow_dir),
                           max_bad_fraction=args.max_bad_fraction)
     import_dataset(args.data, args.out, config, progress=not args.no_progress)
     return 0

@@ -46,7 +46,7 @@ import unicodedata
 import warnings
 from dataclasses import asdict, dataclass, field
 
-from sicot import console, contract
+from sicot import console, contract, paths
 from sicot.data.manifest import ManifestRow, find_split_files, permuted, read_manifest
 from sicot.errors import UserError
 
@@ -72,7 +72,12 @@ class ImportConfig:
         if not 0 <= self.max_bad_fraction <= 1:
             raise UserError(f"--max-bad-fraction must be in [0, 1], got {self.max_bad_fraction}")
         for d in self.allowed_dirs:
-            if not os.path.isabs(d) or not os.path.isdir(d):
+            if paths.is_remote(d):
+                import tensorflow as tf
+
+                if not tf.io.gfile.isdir(d):
+                    raise UserError(f"--allow-dir {d} is not an existing folder")
+            elif not os.path.isabs(d) or not os.path.isdir(d):
                 raise UserError(f"--allow-dir {d} must be an absolute path to an existing folder")
 
 
@@ -210,9 +215,43 @@ def _resolve_image_path(image: str, data_dir: pathlib.Path, config: ImportConfig
     return resolved
 
 
-def _read_image(image: str, data_dir: pathlib.Path, config: ImportConfig) -> bytes:
+def _resolve_remote_image_path(image: str, data_dir: str, config: ImportConfig) -> str:
+    """The path rule for URLs (object stores have no symlinks; `..` is resolved textually)."""
+    roots = [d for d in (data_dir, *config.allowed_dirs) if paths.is_remote(d)]
+    if paths.is_remote(image):
+        resolved = paths.normalize_url(image)
+        if not any(paths.is_inside(resolved, r) for r in roots):
+            raise _Reject(f"path_outside: {image} is not inside the dataset folder or an "
+                          f"--allow-dir folder")
+        return resolved
+    resolved = paths.join_url(data_dir, image)
+    if image.startswith("/") or not paths.is_inside(resolved, data_dir):
+        raise _Reject(f"path_outside: {image} resolves to {resolved}, outside the dataset folder")
+    return resolved
+
+
+def _read_remote_image(image: str, data_dir: str, config: ImportConfig) -> bytes:
+    path = _resolve_remote_image_path(image, data_dir, config)
+    try:
+        if not paths.exists(path):
+            raise _Reject(f"missing_image: {image} does not exist")
+        size = paths.size(path)
+        if size > config.max_image_bytes:
+            raise _Reject(f"image_too_large: {image} has {size} bytes, more than the limit {config.max_image_bytes}")
+        return paths.read_bytes(path)
+    except OSError as e:
+        raise _Reject(f"unreadable_image: {image}: {str(e)[-200:]}") from None
+
+
+def _read_image(image: str, data_dir, config: ImportConfig) -> bytes:
     if "\x00" in image:
         raise _Reject("bad_field: image path contains a NUL character")
+    if paths.is_remote(data_dir) or paths.is_remote(image):
+        if not paths.is_remote(data_dir) and not any(paths.is_remote(d) for d in config.allowed_dirs):
+            raise _Reject(f"path_outside: {image} is not inside the dataset folder or an --allow-dir folder")
+        data = _read_remote_image(image, str(data_dir), config)
+        return _checked_image(image, data, config)
+    data_dir = pathlib.Path(data_dir)
     try:
         path = _resolve_image_path(image, data_dir, config)
         if not path.exists():
@@ -227,6 +266,10 @@ def _read_image(image: str, data_dir: pathlib.Path, config: ImportConfig) -> byt
         raise _Reject(f"unreadable_image: {image}: {e.strerror or e}") from None
     except RuntimeError as e:  # pathlib (Python 3.10) reports a symlink loop this way
         raise _Reject(f"unreadable_image: {image}: {e}") from None
+    return _checked_image(image, data, config)
+
+
+def _checked_image(image: str, data: bytes, config: ImportConfig) -> bytes:
     fmt = sniff_format(data)
     if fmt is None:
         raise _Reject(f"not_image: {image} is not JPEG or PNG (starts with {data[:8].hex() or 'nothing'})")
@@ -296,7 +339,7 @@ def convert_row(row: ManifestRow, data_dir, config: ImportConfig = ImportConfig(
         label = _label_field(fields)
         title = _text_field(fields, contract.TITLE_KEY)
         tags = _tags_field(fields)
-        image_bytes = _read_image(image, pathlib.Path(data_dir), config)
+        image_bytes = _read_image(image, data_dir, config)
     except _Reject as reject:
         return None, {"source": row.source, "record": row.raw, "reason": str(reject)}
     return _example_bytes({
@@ -327,39 +370,56 @@ class SplitCounts:
 
 @dataclass(frozen=True)
 class ImportReport:
-    out_dir: pathlib.Path
+    out_dir: pathlib.Path | str  # a str URL for a remote output folder
     splits: dict[str, SplitCounts]
-    quarantine_path: pathlib.Path
+    quarantine_path: pathlib.Path | str
 
-    def tfrecord_path(self, split: str) -> pathlib.Path:
-        return self.out_dir / TFRECORD_PATTERN.format(split=split)
+    def tfrecord_path(self, split: str) -> pathlib.Path | str:
+        name = TFRECORD_PATTERN.format(split=split)
+        if isinstance(self.out_dir, str):
+            return self.out_dir + "/" + name
+        return self.out_dir / name
+
+
+def _folder(path):
+    """A local folder as an absolute `pathlib.Path`, a URL normalised (str)."""
+    return paths.normalize_url(str(path)) if paths.is_remote(path) else pathlib.Path(path).resolve()
+
+
+def _child(folder, name):
+    return folder + "/" + name if isinstance(folder, str) else folder / name
 
 
 def import_dataset(data_dir, out_dir, config: ImportConfig = ImportConfig(), log=print,
                    progress: bool = False) -> ImportReport:
     """Convert every split of `data_dir` and write TFRecords, quarantine and report to `out_dir`.
-    Raises UserError (after writing the quarantine and report, and without leaving TFRecords)
-    when a split's bad share exceeds `config.max_bad_fraction`."""
+    Both may be local folders or URLs (gs://...: every read and write goes through
+    tf.io.gfile). Raises UserError (after writing the quarantine and report, and without
+    leaving TFRecords) when a split's bad share exceeds `config.max_bad_fraction`."""
     import tensorflow as tf
 
     config.validate()
-    data_dir, out_dir = pathlib.Path(data_dir), pathlib.Path(out_dir)
     manifests = find_split_files(data_dir)
-    if out_dir.resolve() == data_dir.resolve():
+    data_dir, out_dir = _folder(data_dir), _folder(out_dir)
+    if out_dir == data_dir:
         raise UserError(f"--out {out_dir} must not be the data folder itself")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    tf.io.gfile.makedirs(str(out_dir))
     for split in contract.SPLITS:  # no stale output from an earlier import
-        (out_dir / TFRECORD_PATTERN.format(split=split)).unlink(missing_ok=True)
+        stale = str(_child(out_dir, TFRECORD_PATTERN.format(split=split)))
+        if tf.io.gfile.exists(stale):
+            tf.io.gfile.remove(stale)
 
     splits: dict[str, SplitCounts] = {}
-    partial: list[pathlib.Path] = []
-    quarantine_path = out_dir / QUARANTINE_FILE
-    with open(quarantine_path, "w", encoding="utf-8") as quarantine:
+    partial: list[str] = []
+    quarantine_path = _child(out_dir, QUARANTINE_FILE)
+    with tf.io.gfile.GFile(str(quarantine_path), "w") as quarantine:
+        quarantine.write("")  # GFile creates the file on the first write: empty means no bad record
         for split, manifest in manifests.items():
-            counts = splits[split] = SplitCounts(manifest.name)
-            tmp = out_dir / (TFRECORD_PATTERN.format(split=split) + ".partial")
+            manifest_name = str(manifest).rsplit("/", 1)[-1]
+            counts = splits[split] = SplitCounts(manifest_name)
+            tmp = str(_child(out_dir, TFRECORD_PATTERN.format(split=split) + ".partial"))
             partial.append(tmp)
-            with tf.io.TFRecordWriter(str(tmp), options="GZIP") as writer:
+            with tf.io.TFRecordWriter(tmp, options="GZIP") as writer:
                 rows = console.progress(permuted(read_manifest(manifest), config.order_seed),
                                         desc=f"import {split}", unit="rec",
                                         disable=not progress, mininterval=1)
@@ -375,18 +435,19 @@ def import_dataset(data_dir, out_dir, config: ImportConfig = ImportConfig(), log
                         code = reason_code(entry)
                         counts.reasons[code] = counts.reasons.get(code, 0) + 1
             reasons = ", ".join(f"{k} {v}" for k, v in sorted(counts.reasons.items(), key=lambda kv: -kv[1]))
-            log(f"sicot import: {split} ({manifest.name}): {counts.records} records, "
+            log(f"sicot import: {split} ({manifest_name}): {counts.records} records, "
                 f"{counts.written} written, {counts.quarantined} quarantined"
                 + (f" ({reasons})" if reasons else ""))
 
-    report = {"data_dir": str(data_dir.resolve()), "config": asdict(config),
+    report = {"data_dir": str(data_dir), "config": asdict(config),
               "splits": {s: asdict(c) for s, c in splits.items()}}
-    (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
-                                       encoding="utf-8")
+    with tf.io.gfile.GFile(str(_child(out_dir, REPORT_FILE)), "w") as f:
+        f.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     too_bad = [(s, c) for s, c in splits.items() if c.bad_fraction > config.max_bad_fraction]
     if too_bad:
         for tmp in partial:
-            tmp.unlink(missing_ok=True)
+            if tf.io.gfile.exists(tmp):
+                tf.io.gfile.remove(tmp)
         detail = "; ".join(
             f"{s}: {c.quarantined} of {c.records} records ({c.bad_fraction:.1%}) are bad ("
             + ", ".join(f"{k} {v}" for k, v in sorted(c.reasons.items(), key=lambda kv: -kv[1])) + ")"
@@ -395,5 +456,5 @@ def import_dataset(data_dir, out_dir, config: ImportConfig = ImportConfig(), log
                           f"{config.max_bad_fraction}; no TFRecords written, reasons per record "
                           f"in {quarantine_path}")
     for tmp in partial:
-        tmp.rename(tmp.with_suffix(""))  # drop ".partial"
+        tf.io.gfile.rename(tmp, tmp[: -len(".partial")], overwrite=True)
     return ImportReport(out_dir, splits, quarantine_path)

@@ -31,8 +31,9 @@ import pathlib
 from dataclasses import dataclass
 from typing import Iterator
 
-from sicot import contract
+from sicot import contract, paths
 from sicot.errors import UserError
+from sicot.paths import is_remote, normalize_url
 
 REQUIRED_SPLITS = (contract.TRAIN_SPLIT, contract.TEST_SPLIT)
 MANIFEST_SUFFIXES = (".jsonl", ".csv")  # in order of preference
@@ -47,16 +48,30 @@ class ManifestRow:
 
 
 
-def find_split_files(data_dir) -> dict[str, pathlib.Path]:
-    """Split name -> manifest path, for the splits present in `data_dir`."""
-    data_dir = pathlib.Path(data_dir)
-    if not data_dir.is_dir():
-        raise UserError(f"data folder {data_dir} does not exist or is not a folder")
+def find_split_files(data_dir) -> dict[str, pathlib.Path | str]:
+    """Split name -> manifest path, for the splits present in `data_dir`: a `pathlib.Path`
+    for a local folder, a URL string for a remote one (gs://..., any tf.io.gfile scheme)."""
+    if is_remote(data_dir):
+        data_dir = normalize_url(str(data_dir))
+        if not paths.isdir(data_dir):
+            raise UserError(f"data folder {data_dir} does not exist or is not a folder")
+
+        def manifest(name):
+            path = data_dir + "/" + name
+            return path if paths.exists(path) and not paths.isdir(path) else None
+    else:
+        data_dir = pathlib.Path(data_dir)
+        if not data_dir.is_dir():
+            raise UserError(f"data folder {data_dir} does not exist or is not a folder")
+
+        def manifest(name):
+            path = data_dir / name
+            return path if path.is_file() else None
     found = {}
     for split in contract.SPLITS:
         for suffix in MANIFEST_SUFFIXES:
-            path = data_dir / (split + suffix)
-            if path.is_file():
+            path = manifest(split + suffix)
+            if path is not None:
                 found[split] = path
                 break
     missing = [s for s in REQUIRED_SPLITS if s not in found]
@@ -68,18 +83,27 @@ def find_split_files(data_dir) -> dict[str, pathlib.Path]:
 
 
 def read_manifest(path) -> Iterator[ManifestRow]:
-    """One `ManifestRow` per record of a .jsonl or .csv manifest; blank lines are skipped."""
-    path = pathlib.Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"manifest {path} cannot be read: {e.strerror or e}") from e
+    """One `ManifestRow` per record of a .jsonl or .csv manifest (a local path or a URL);
+    blank lines are skipped."""
+    if is_remote(path):
+        try:
+            data = paths.read_bytes(path)
+        except OSError as e:
+            raise UserError(f"manifest {path} cannot be read: {e}") from e
+        name = str(path).rsplit("/", 1)[-1]
+    else:
+        path = pathlib.Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise UserError(f"manifest {path} cannot be read: {e.strerror or e}") from e
+        name = path.name
     if data.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte order mark
         data = data[3:]
-    if path.suffix == ".csv":
-        yield from _read_csv(path.name, data)
+    if name.endswith(".csv"):
+        yield from _read_csv(name, data)
     else:
-        yield from _read_jsonl(path.name, data)
+        yield from _read_jsonl(name, data)
 
 
 def permuted(rows, seed: int = 0) -> list[ManifestRow]:
