@@ -35,6 +35,9 @@ def register(subparsers) -> None:
                      help="re-run every component even if its inputs are unchanged")
     run.add_argument("--max-bad-fraction", type=float, default=None,
                      help="fail ExampleGen when a split has a larger share of bad records")
+    run.add_argument("--metadata-path", default=None,
+                     help="local SQLite MLMD file (default <pipeline-root>/metadata.sqlite; "
+                          "required when the pipeline root is remote, e.g. gs://)")
     run.add_argument("--pipeline-name", default="sicot")
     run.set_defaults(handler=_run)
 
@@ -82,6 +85,16 @@ def _add_model_args(parser: argparse.ArgumentParser, schema_default="curated") -
                         help="comma-separated splits (eval, test) that may hold labels the "
                              "train split never has; by default such labels stop the run "
                              "at validation")
+    parser.add_argument("--span-folder", default=None, metavar="PATTERN",
+                        help="daily data: the data root holds one dataset folder per span, "
+                             "named by PATTERN with {SPAN} for the span number (e.g. "
+                             "'day-{SPAN}'); each run reads the latest span")
+    parser.add_argument("--rolling-spans", type=int, default=None, metavar="N",
+                        help="with --span-folder: Transform and the Trainer read the latest N "
+                             "spans (Transform reuses its analyzer cache of earlier spans)")
+    parser.add_argument("--warm-start", action="store_true",
+                        help="the Trainer starts from the latest trained model (classes and "
+                             "tokens mapped by name, new classes from their prototypes)")
     gates = parser.add_argument_group(
         "blessing gates (Evaluator; docs/pipeline.md)",
         "A candidate is blessed only if it passes every gate. Change gates compare it with the "
@@ -149,7 +162,9 @@ def _settings(args) -> dict:
     elif args.schema == "curated":
         schema_path = configs.CURATED_SCHEMA
     else:
-        if not args.schema.startswith("gs://") and not os.path.isfile(args.schema):
+        from sicot.paths import is_remote
+
+        if not is_remote(args.schema) and not os.path.isfile(args.schema):
             raise UserError(f"--schema {args.schema}: no such file")
         schema_path = args.schema
     allow_unseen_labels = [s.strip() for s in args.allow_unseen_labels.split(",") if s.strip()]
@@ -162,7 +177,14 @@ def _settings(args) -> dict:
     if unknown:
         raise UserError(f"--score-splits: unknown split(s) {', '.join(unknown)}; choose from "
                         f"{', '.join(contract.SPLITS)}")
+    if args.rolling_spans is not None and (args.rolling_spans < 1 or not args.span_folder):
+        raise UserError(f"--rolling-spans {args.rolling_spans}: needs --span-folder and N >= 1")
+    if args.span_folder and args.span_folder.count("{SPAN}") != 1:
+        raise UserError(f"--span-folder {args.span_folder!r}: must hold {{SPAN}} once, e.g. "
+                        "'day-{SPAN}'")
     return dict(
+        rolling_spans=args.rolling_spans,
+        warm_start=args.warm_start,
         pipeline_name=args.pipeline_name,
         score_splits=score_splits,
         model_config=model.to_dict(),
@@ -177,12 +199,13 @@ def _settings(args) -> dict:
 
 
 def _run(args) -> int:
+    from sicot.paths import absolute, is_remote
     from sicot.pipeline import local_runner, run_summary
     from sicot.pipeline import pipeline as sicot_pipeline
 
-    data = os.path.abspath(args.data)
+    data = absolute(args.data)  # a local folder or a URL (gs://..., any tf.io.gfile scheme)
     try:
-        layout = sicot_pipeline.detect_dataset_layout(data)
+        layout = sicot_pipeline.detect_dataset_layout(data, span_folder=args.span_folder)
     except ValueError as e:
         raise UserError(f"--data: {e}") from e
     if args.max_bad_fraction is not None and not 0.0 <= args.max_bad_fraction <= 1.0:
@@ -193,8 +216,18 @@ def _run(args) -> int:
                                                extra=shlex.split(args.beam_args))
     except ValueError as e:
         raise UserError(f"--beam-preset/--beam-args: {e}") from e
-    pipeline_root = os.path.abspath(args.pipeline_root)
-    serving_dir = os.path.abspath(args.serving_dir)
+    pipeline_root = absolute(args.pipeline_root)
+    serving_dir = absolute(args.serving_dir)
+    if args.metadata_path:
+        if is_remote(args.metadata_path):
+            raise UserError(f"--metadata-path {args.metadata_path}: MLMD's SQLite file must be "
+                            "local")
+        metadata = os.path.abspath(args.metadata_path)
+    elif is_remote(pipeline_root):
+        raise UserError(f"--pipeline-root {pipeline_root} is remote: MLMD's SQLite file cannot "
+                        "live there; pass --metadata-path LOCAL_FILE")
+    else:
+        metadata = local_runner.metadata_path(pipeline_root)
     import_config = ({} if args.max_bad_fraction is None
                      else {"max_bad_fraction": args.max_bad_fraction})
     print(f"sicot run: {layout.data_format} dataset {data} (splits {', '.join(layout.splits)})"
@@ -203,14 +236,13 @@ def _run(args) -> int:
     try:
         local_runner.run_local(
             data_root=data, pipeline_root=pipeline_root, serving_dir=serving_dir,
-            dataset_layout=layout, beam_pipeline_args=beam_args,
+            dataset_layout=layout, beam_pipeline_args=beam_args, metadata_file=metadata,
             enable_cache=not args.no_cache, import_config=import_config, progress=True,
             **settings)
     except Exception as e:  # noqa: BLE001 - print what ran before failing
         failure = e
     try:
-        runs = run_summary.latest_run(local_runner.metadata_path(pipeline_root),
-                                      args.pipeline_name)
+        runs = run_summary.latest_run(metadata, args.pipeline_name)
         print(run_summary.format_summary(runs, serving_dir))
     except Exception as e:  # noqa: BLE001
         print(f"(no run summary: {e})")
@@ -227,14 +259,16 @@ def _compile(args) -> int:
     from sicot.pipeline import pipeline as sicot_pipeline
 
     settings = _settings(args)
-    splits = [s for s in contract.SPLITS
-              if not (args.no_eval_split and s == contract.EVAL_SPLIT)]
+    splits = [s for s in contract.SPLITS if not (args.no_eval_split and s == contract.EVAL_SPLIT)]
+    folder = f"{args.span_folder}/" if args.span_folder else ""
     if args.data_format == "tfrecord":
         layout = sicot_pipeline.DatasetLayout(
-            "tfrecord", {s: sicot_pipeline.TFRECORD_PATTERN.format(split=s) for s in splits})
+            "tfrecord", {s: folder + sicot_pipeline.TFRECORD_PATTERN.format(split=s)
+                         for s in splits}, args.span_folder)
     else:
         layout = sicot_pipeline.DatasetLayout(
-            "manifest", {s: f"{s}.{args.data_format}" for s in splits})
+            "manifest", {s: f"{folder}{s}.{args.data_format}" for s in splits},
+            args.span_folder)
     beam_args = None
     if args.dataflow_project:
         try:

@@ -36,20 +36,48 @@ MANIFEST_EXTENSIONS = (".jsonl", ".csv")  # .jsonl wins when both exist (sicot.d
 TFRECORD_PATTERN = "{split}-*.tfrecord.gz"
 
 
+SPAN = "{SPAN}"  # TFX's span placeholder in an ExampleGen split pattern
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetLayout:
-    """What ExampleGen reads: the format and split name -> file pattern inside the data root."""
+    """What ExampleGen reads: the format and split name -> file pattern inside the data root
+    (with `span_folder`, e.g. "day-{SPAN}", the patterns are "day-{SPAN}/train.jsonl"...)."""
 
     data_format: str  # "manifest" or "tfrecord"
     split_files: Dict[str, str]
+    span_folder: Optional[str] = None
 
     @property
     def splits(self) -> List[str]:
         return list(self.split_files)
 
 
-def detect_dataset_layout(data_root: str) -> DatasetLayout:
-    """Looks at a data root: manifests (`train.jsonl`...) or imported TFRecords.
+def latest_span_folder(data_root: str, span_folder: str) -> str:
+    """The folder name of the highest span matching `span_folder` ("day-{SPAN}")."""
+    import re
+
+    import tensorflow as tf
+
+    if span_folder.count(SPAN) != 1 or "/" in span_folder.strip("/"):
+        raise ValueError(f"span folder {span_folder!r}: expected one folder name holding "
+                         f"{SPAN} once, e.g. 'day-{SPAN}'")
+    prefix, suffix = span_folder.split(SPAN)
+    pattern = re.compile(re.escape(prefix) + r"(\d+)" + re.escape(suffix) + "$")
+    spans = {}
+    for entry in tf.io.gfile.listdir(data_root):
+        match = pattern.match(entry.rstrip("/"))
+        if match and tf.io.gfile.isdir(os.path.join(data_root, entry.rstrip("/"))):
+            spans[int(match.group(1))] = entry.rstrip("/")
+    if not spans:
+        raise ValueError(f"data root {data_root} has no span folder matching {span_folder!r}")
+    return spans[max(spans)]
+
+
+def detect_dataset_layout(data_root: str, span_folder: Optional[str] = None) -> DatasetLayout:
+    """Looks at a data root: manifests (`train.jsonl`...) or imported TFRecords; with
+    `span_folder` ("day-{SPAN}"), at the latest span folder, and the split patterns carry the
+    span placeholder so that ExampleGen picks up the newest span on every run.
 
     Raises ValueError naming the folder and what is missing: train and test are required,
     eval is optional (without it the Trainer validates on test, see `create_pipeline`).
@@ -58,6 +86,12 @@ def detect_dataset_layout(data_root: str) -> DatasetLayout:
 
     if not tf.io.gfile.isdir(data_root):
         raise ValueError(f"data root {data_root} is not a folder")
+    if span_folder:
+        latest = latest_span_folder(data_root, span_folder)
+        layout = detect_dataset_layout(os.path.join(data_root, latest))
+        return DatasetLayout(layout.data_format,
+                             {s: f"{span_folder}/{p}" for s, p in layout.split_files.items()},
+                             span_folder)
     manifests = {}
     for split in contract.SPLITS:
         for ext in MANIFEST_EXTENSIONS:
@@ -153,6 +187,8 @@ def create_pipeline(
     preprocessing_fn: str = configs.PREPROCESSING_FN,
     run_fn: str = configs.RUN_FN,
     stop_after: Optional[str] = None,
+    rolling_spans: Optional[int] = None,
+    warm_start: bool = False,
 ):
     """Builds the SICoT `tfx.dsl.Pipeline`.
 
@@ -189,6 +225,13 @@ def create_pipeline(
       preprocessing_fn, run_fn: dotted names of the Transform and Trainer functions.
       stop_after: build only the components up to this one ("validation", "transform",
         "trainer"); None = the whole pipeline.
+      rolling_spans: with a span layout (`DatasetLayout.span_folder`), Transform and the
+        Trainer read the latest N spans ExampleGen has produced (a SpanRangeStrategy
+        resolver), and Transform reuses its analyzer cache of the spans it has analysed
+        before (the latest TransformCache); None = the current span only.
+      warm_start: the Trainer gets the latest trained model as `base_model` (a
+        LatestArtifactStrategy resolver over the Trainer's models; none on the first run)
+        and run_fn starts from its weights (`sicot.trainer.warm_start`).
     """
     from tfx import v1 as tfx
 
@@ -208,6 +251,9 @@ def create_pipeline(
                          f"{', '.join(configs.HELD_OUT_SPLITS)}")
     layout = dataset_layout or detect_dataset_layout(data_root)
     splits = layout.splits
+    if rolling_spans is not None and (rolling_spans < 1 or not layout.span_folder):
+        raise ValueError(f"rolling_spans={rolling_spans!r} needs a span layout "
+                         f"(span_folder) and must be >= 1")
     components = []
 
     if layout.data_format == "manifest":
@@ -256,9 +302,27 @@ def create_pipeline(
                           schema=schema)
     components.append(gate)
 
+    examples = example_gen.outputs["examples"]  # what Transform and the Trainer read
+    transform_cache = None
+    if rolling_spans:
+        spans = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.SpanRangeStrategy,
+            config={"range_config": tfx.proto.RangeConfig(
+                rolling_range=tfx.proto.RollingRange(num_spans=rolling_spans))},
+            examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,
+                                     producer_component_id=example_gen.id),
+        ).with_id("rolling_spans_resolver")
+        cache = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+            cache=tfx.dsl.Channel(type=tfx.types.standard_artifacts.TransformCache),
+        ).with_id("latest_transform_cache_resolver")
+        components += [spans, cache]
+        examples, transform_cache = spans.outputs["examples"], cache.outputs["cache"]
+
     if stop_after != "validation":
         transform = tfx.components.Transform(
-            examples=example_gen.outputs["examples"],
+            examples=examples,
+            analyzer_cache=transform_cache,
             schema=gate.outputs["validated_schema"],
             preprocessing_fn=preprocessing_fn,
             custom_config=dict(transform_config or {}),
@@ -280,6 +344,13 @@ def create_pipeline(
             train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=train_steps),
             eval_args=tfx.proto.EvalArgs(splits=[trainer_eval_split], num_steps=eval_steps),
             custom_config=custom_config)
+        if warm_start:
+            latest_model = tfx.dsl.Resolver(
+                strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+                model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            ).with_id("latest_model_resolver")
+            components.append(latest_model)
+            trainer_kwargs["base_model"] = latest_model.outputs["model"]
         if custom_config.get("ai_platform_enable_vertex"):
             trainer = tfx.extensions.google_cloud_ai_platform.Trainer(**trainer_kwargs)
         else:

@@ -34,6 +34,10 @@ def register(subparsers) -> None:
     p.add_argument("--data", required=True, help="dataset folder (train and test manifests)")
     p.add_argument("--out", required=True, help="output folder for the model")
     options.add_arguments(p, model_required=True)
+    p.add_argument("--base-model", metavar="PATH",
+                   help="warm start from this trained model (a `sicot train --out` folder, or "
+                        "its export/warm_start folder): weights restored, classes and tokens "
+                        "mapped by name, new classes initialised from their prototypes")
     p.add_argument("--work-dir", help="folder for imported and transformed examples (default "
                    "OUT/work; reused when the data and Transform settings are unchanged)")
     p.set_defaults(handler=_train)
@@ -89,10 +93,31 @@ def register(subparsers) -> None:
 
 
 def _data_fingerprint(data_dir: str) -> dict:
-    from sicot.data.manifest import find_split_files
+    import tensorflow as tf
 
-    return {split: [str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns]
-            for split, p in sorted(find_split_files(data_dir).items())}
+    from sicot.data.manifest import find_split_files
+    from sicot.paths import absolute
+
+    fingerprint = {}
+    for split, p in sorted(find_split_files(data_dir).items()):
+        stat = tf.io.gfile.stat(str(p))
+        fingerprint[split] = [absolute(os.path.realpath(p) if isinstance(p, os.PathLike) else p),
+                              stat.length, stat.mtime_nsec]
+    return fingerprint
+
+
+def _read_json(path: str):
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path, "r") as f:
+        return json.loads(f.read())
+
+
+def _write_json(value, path: str) -> None:
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(json.dumps(value, indent=2))
 
 
 def prepare_examples(data_dir: str, work_dir: str, transform_config, log=print):
@@ -100,11 +125,12 @@ def prepare_examples(data_dir: str, work_dir: str, transform_config, log=print):
     from sicot.data.importer import ImportConfig, import_dataset
     from sicot.trainer.transform_local import TransformResult, run_transform
 
+    import tensorflow as tf
+
     stamp_path = os.path.join(work_dir, TRANSFORM_STAMP)
     key = {"data": _data_fingerprint(data_dir), "transform": transform_config.to_dict()}
-    if os.path.isfile(stamp_path):
-        with open(stamp_path) as f:
-            stamp = json.load(f)
+    if tf.io.gfile.exists(stamp_path):
+        stamp = _read_json(stamp_path)
         if stamp.get("key") == key:
             log(f"sicot train: reusing the transformed examples in {work_dir}")
             return TransformResult(**stamp["result"])
@@ -116,14 +142,25 @@ def prepare_examples(data_dir: str, work_dir: str, transform_config, log=print):
     result = run_transform(examples_dir, os.path.join(work_dir, "transform"), transform_config)
     log(f"sicot train: Transform took {time.perf_counter() - start:.0f}s "
         f"({result.num_examples})")
-    with open(stamp_path, "w") as f:
-        json.dump({"key": key, "result": dataclasses.asdict(result)}, f, indent=2)
+    _write_json({"key": key, "result": dataclasses.asdict(result)}, stamp_path)
     return result
 
 
+def _check_backbone_weights(config) -> None:
+    """A missing weights file is reported before the import and Transform, not after."""
+    if config.backbone_weights:
+        import tensorflow as tf
+
+        if not tf.io.gfile.exists(config.backbone_weights):
+            raise UserError(f"--backbone-weights {config.backbone_weights}: no such file")
+
+
 def _new_version_dir(base: str) -> str:
+    import tensorflow as tf
+
     version = int(time.time())
-    existing = [int(d) for d in os.listdir(base) if d.isdigit()] if os.path.isdir(base) else []
+    existing = ([int(d.rstrip("/")) for d in tf.io.gfile.listdir(base) if d.rstrip("/").isdigit()]
+                if tf.io.gfile.isdir(base) else [])
     if existing:
         version = max(version, max(existing) + 1)
     return os.path.join(base, str(version))
@@ -131,11 +168,23 @@ def _new_version_dir(base: str) -> str:
 
 def _train(args) -> int:
     transform_config, config = options.configs_from_args(args)
-    if not os.path.isdir(args.data):
+    import tensorflow as tf
+
+    from sicot.paths import absolute
+
+    if not tf.io.gfile.isdir(args.data):
         raise UserError(f"--data {args.data} does not exist or is not a folder")
-    out = os.path.abspath(args.out)
-    work_dir = os.path.abspath(args.work_dir or os.path.join(out, "work"))
-    os.makedirs(work_dir, exist_ok=True)
+    _check_backbone_weights(config)
+    if args.base_model:
+        from sicot.trainer.warm_start import find_base_model
+
+        try:
+            find_base_model(args.base_model)
+        except ValueError as e:
+            raise UserError(f"--base-model: {e}") from None
+    out = absolute(args.out)  # local folders and URLs (gs://...) alike
+    work_dir = absolute(args.work_dir or os.path.join(out, "work"))
+    tf.io.gfile.makedirs(work_dir)
     wall = time.perf_counter()
     result = prepare_examples(args.data, work_dir, transform_config)
 
@@ -157,22 +206,22 @@ def _train(args) -> int:
         transform_graph_path=result.transform_output_dir,
         serving_model_dir=serving_dir, model_run_dir=os.path.join(out, "run"),
         train_steps=steps_per_epoch * max(1, config.epochs), eval_steps=None,
+        base_model=args.base_model,
         custom_config={"model": config.to_dict()})
     start = time.perf_counter()
     run_fn(fn_args)
     train_seconds = time.perf_counter() - start
-    history_path = os.path.join(out, "run", "history.json")
-    with open(history_path) as f:
-        history = json.load(f)["history"]
+    run_record = _read_json(os.path.join(out, "run", "history.json"))
+    history = run_record["history"]
     report = {"model": args.model, "config": config.to_dict(),
               "transform": transform_config.to_dict(), "examples": result.num_examples,
               "eval_split": eval_split, "steps_per_epoch": steps_per_epoch,
               "train_seconds": train_seconds, "total_seconds": time.perf_counter() - wall,
               "epoch_seconds": history.get("epoch_seconds", []), "saved_model": serving_dir,
               "transform_output": result.transform_output_dir,
-              "transformed_files": result.transformed_files}
-    with open(os.path.join(out, "train_report.json"), "w") as f:
-        json.dump(report, f, indent=2)
+              "transformed_files": result.transformed_files,
+              "warm_start": run_record.get("warm_start")}
+    _write_json(report, os.path.join(out, "train_report.json"))
     print(f"sicot train: {args.model}: {config.epochs} epochs x {steps_per_epoch} steps in "
           f"{train_seconds:.0f}s; SavedModel {serving_dir}")
     return 0
@@ -181,7 +230,9 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     from sicot.trainer.evaluation import evaluate_saved_model, format_table, write_json
 
-    if not os.path.exists(args.model):
+    import tensorflow as tf
+
+    if not tf.io.gfile.exists(args.model):
         raise UserError(f"--model {args.model} does not exist")
     report, records, predictions = evaluate_saved_model(
         args.model, args.data, image_only=args.image_only, split=args.split,
@@ -197,7 +248,7 @@ def _evaluate(args) -> int:
         page = error_analysis.write_report(out, report, records, predictions, confusion)
         print(f"sicot evaluate: error analysis in {page}")
     path = args.json
-    if path is None and os.path.isfile(os.path.join(args.model, "train_report.json")):
+    if path is None and tf.io.gfile.exists(os.path.join(args.model, "train_report.json")):
         path = os.path.join(args.model, "evaluation.json")
     if path:
         write_json(report, path)

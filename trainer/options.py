@@ -20,7 +20,9 @@ from sicot.trainer.preprocessing import TransformConfig
 # Environment variables of the tfx CLI runner, by option.
 ENV_VARS = {"model": "SICOT_MODEL", "epochs": "SICOT_EPOCHS", "backbone": "SICOT_BACKBONE",
             "seed": "SICOT_SEED", "batch_size": "SICOT_BATCH_SIZE",
-            "image_size": "SICOT_IMAGE_SIZE", "band_edges": "SICOT_BAND_EDGES"}
+            "image_size": "SICOT_IMAGE_SIZE", "band_edges": "SICOT_BAND_EDGES",
+            "backbone_weights": "SICOT_BACKBONE_WEIGHTS",
+            "backbone_frozen_epochs": "SICOT_BACKBONE_FROZEN_EPOCHS"}
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, model_required: bool = False) -> None:
@@ -33,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser, *, model_required: bool = Fal
                              + ("" if model_required else " (default sicot)"))
     parser.add_argument("--epochs", type=int, help="training epochs (default: the preset's)")
     parser.add_argument("--backbone", help=f"visual backbone: {' | '.join(BACKBONES)}")
+    parser.add_argument("--backbone-weights", metavar="PATH",
+                        help="Keras weights file for the visual tower, any tf.io.gfile path "
+                             "(gs:// on Vertex): a keras.applications ResNet-50 file, or the "
+                             "visual_tower.weights.h5 of a trained model")
+    parser.add_argument("--backbone-frozen-epochs", type=int, metavar="N",
+                        help="the first N epochs train with the pretrained tower frozen")
     parser.add_argument("--seed", type=int, help="random seed (default: the preset's)")
     parser.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
     parser.add_argument("--image-size", type=int,
@@ -84,6 +92,8 @@ def configs_from_options(model: str = "sicot", *, epochs: int | None = None,
                          backbone: str | None = None, seed: int | None = None,
                          batch_size: int | None = None, image_size: int | None = None,
                          band_edges: str | Sequence[int] | None = None,
+                         backbone_weights: str | None = None,
+                         backbone_frozen_epochs: int | None = None,
                          set_options: Sequence[str] = ()) -> tuple[TransformConfig, ModelConfig]:
     """The Transform and model configs of a run; UserError naming the option that is wrong.
 
@@ -104,9 +114,10 @@ def configs_from_options(model: str = "sicot", *, epochs: int | None = None,
     except ValueError as e:
         raise UserError(f"--image-size/--band-edges: {e}") from None
 
-    changes = {name: value for name, value in (("epochs", epochs), ("backbone", backbone),
-                                               ("seed", seed), ("batch_size", batch_size))
-               if value is not None}
+    changes = {name: value for name, value in (
+        ("epochs", epochs), ("backbone", backbone), ("seed", seed), ("batch_size", batch_size),
+        ("backbone_weights", backbone_weights),
+        ("backbone_frozen_epochs", backbone_frozen_epochs)) if value is not None}
     changes.update(parse_set_options(set_options))
     try:
         model_config = ModelConfig.preset(model).replace(**changes)
@@ -120,6 +131,8 @@ def configs_from_args(args: argparse.Namespace) -> tuple[TransformConfig, ModelC
     return configs_from_options(args.model, epochs=args.epochs, backbone=args.backbone,
                                 seed=args.seed, batch_size=args.batch_size,
                                 image_size=args.image_size, band_edges=args.band_edges,
+                                backbone_weights=args.backbone_weights,
+                                backbone_frozen_epochs=args.backbone_frozen_epochs,
                                 set_options=args.set)
 
 
@@ -130,7 +143,7 @@ def configs_from_env(env: Mapping[str, str]) -> tuple[TransformConfig, ModelConf
         value = env.get(var)
         if not value:
             continue
-        if option in ("epochs", "seed", "batch_size", "image_size"):
+        if option in ("epochs", "seed", "batch_size", "image_size", "backbone_frozen_epochs"):
             try:
                 value = int(value)
             except ValueError:

@@ -96,6 +96,26 @@ def _set_class_words(model, config: ModelConfig, train_files, tf_transform_outpu
                 time.perf_counter() - start)
 
 
+def _warm_start(model, base_model, class_names, tokens, train_files, tf_transform_output,
+                config):
+    """Starts `model` from the base model's weights (`sicot.trainer.warm_start`)."""
+    from sicot.trainer import warm_start
+    from sicot.trainer.input import make_dataset
+
+    start = time.perf_counter()
+    old_model, old_classes, old_tokens = warm_start.load_base_model(base_model)
+    batches = make_dataset(train_files, tf_transform_output, config.batch_size, training=False,
+                           augment=False, seed=config.seed)
+    report = warm_start.warm_start(model, old_model, old_classes, old_tokens, class_names,
+                                   tokens, batches, base=base_model)
+    report["seconds"] = time.perf_counter() - start
+    logger.info("warm start from %s: %d classes kept, %d new, %d dropped; %d tokens kept, %d "
+                "new; %.1f s", base_model, report["kept_classes"], len(report["new_classes"]),
+                len(report["dropped_classes"]), report["kept_tokens"], report["new_tokens"],
+                report["seconds"])
+    return report
+
+
 def run_fn(fn_args):
     """Trains the model named by `fn_args.custom_config["model"]` and exports the SavedModel.
 
@@ -122,6 +142,9 @@ def run_fn(fn_args):
     model_dict = dict(custom_config.get("model") or {})
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     class_names, class_counts = read_class_counts(tf_transform_output)
+    tokens = [t.decode("utf-8") if isinstance(t, bytes) else t
+              for t in tf_transform_output.vocabulary_by_name(contract.TOKEN_VOCAB_NAME)]
+    warm_start_report = None
     image_size, max_tokens, vocab_size = model_shapes(tf_transform_output)
     config = ModelConfig.from_dict(model_dict)  # the image size is the Transform's alone
     logger.info("training %s on %d classes (%d..%d images), vocab %d, %dpx", config.model_type,
@@ -158,15 +181,26 @@ def run_fn(fn_args):
         else:
             eval_steps = max(1, batches // workers)
 
+    frozen_epochs = config.backbone_frozen_epochs
     with strategy.scope():
         model = build_model(config, len(class_names), vocab_size, class_counts, max_tokens,
                             image_size)
+        if config.backbone_weights:
+            from sicot.trainer.backbone_weights import load_backbone_weights
+
+            kind = load_backbone_weights(model.visual_tower, config.backbone_weights)
+            logger.info("visual tower: %s weights from %s", kind, config.backbone_weights)
+        base_model = getattr(fn_args, "base_model", None)
+        if base_model:
+            warm_start_report = _warm_start(model, base_model, class_names, tokens,
+                                            fn_args.train_files, tf_transform_output, config)
         if config.text_centres:
             _set_class_words(model, config, fn_args.train_files, tf_transform_output)
-        model.compile(optimizer=make_optimizer(config, steps_per_epoch * config.epochs,
-                                           sampled=model.sampled))
+        model.visual_tower.trainable = frozen_epochs == 0
+        model.compile(optimizer=make_optimizer(
+            config, steps_per_epoch * (frozen_epochs or config.epochs), sampled=model.sampled))
     distribution.prepare_model_for_multi_worker(model, strategy)
-    os.makedirs(model_run_dir, exist_ok=True)
+    tf.io.gfile.makedirs(model_run_dir)  # local or remote (gs://) alike
     history = {}
 
     class EpochTimer(keras.callbacks.Callback):
@@ -197,17 +231,27 @@ def run_fn(fn_args):
                                   if k in shown})
             self.bar.close()
 
-    def fit(epochs, log_dir, ds, stage):
-        if epochs <= 0:
+    def fit(epochs, log_dir, ds, stage, initial_epoch=0):
+        if epochs <= initial_epoch:
             return
-        result = model.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
+        result = model.fit(ds, epochs=epochs, initial_epoch=initial_epoch,
+                           steps_per_epoch=steps_per_epoch,
                            validation_data=eval_ds, validation_steps=eval_steps,
                            callbacks=[keras.callbacks.TensorBoard(log_dir=log_dir),
                                       EpochTimer(), EpochProgress(stage)], verbose=0)
         for key, values in result.history.items():
             history.setdefault(key, []).extend(float(v) for v in values)
 
-    fit(config.epochs, model_run_dir, train_ds, "train")
+    if frozen_epochs:
+        # Pretrained tower frozen first (the fresh heads learn on its features without
+        # pulling it around), then everything trains with a fresh schedule.
+        fit(frozen_epochs, model_run_dir, train_ds, "train (tower frozen)")
+        with strategy.scope():
+            model.visual_tower.trainable = True
+            model.compile(optimizer=make_optimizer(
+                config, steps_per_epoch * (config.epochs - frozen_epochs), sampled=model.sampled))
+        distribution.prepare_model_for_multi_worker(model, strategy)
+    fit(config.epochs, model_run_dir, train_ds, "train", initial_epoch=frozen_epochs)
     if config.retrains_classifier:
         # cRT stage 2: frozen tower (BN in inference mode), fresh classifier, balanced sampling.
         with strategy.scope():
@@ -229,11 +273,19 @@ def run_fn(fn_args):
         enrollment.save_calibration(calibration, os.path.join(model_run_dir,
                                                               enrollment.CALIBRATION_FILE))
         history["enrollment_calibration_seconds"] = time.perf_counter() - start
-    with open(os.path.join(model_run_dir, HISTORY_FILE), "w") as f:
-        json.dump({"config": config.to_dict(), "steps_per_epoch": steps_per_epoch,
-                   "input": {**shuffle.to_dict(), "neighbour_label_share": grouped_share},
-                   "history": history}, f, indent=2)
+    from sicot.trainer.backbone_weights import TOWER_WEIGHTS_FILE, save_tower_weights
+
+    # For `--backbone-weights` of a later run (e.g. on another dataset).
+    save_tower_weights(model.visual_tower, os.path.join(model_run_dir, TOWER_WEIGHTS_FILE))
+    with tf.io.gfile.GFile(os.path.join(model_run_dir, HISTORY_FILE), "w") as f:
+        f.write(json.dumps({"config": config.to_dict(), "steps_per_epoch": steps_per_epoch,
+                            "input": {**shuffle.to_dict(), "neighbour_label_share": grouped_share},
+                            "warm_start": warm_start_report, "history": history}, indent=2))
     export_serving_model(model, tf_transform_output, serving_model_dir)
+    from sicot.trainer.warm_start import save_for_warm_start
+
+    # Beside the serving model (not inside it: the Pusher copies that folder only).
+    save_for_warm_start(model, class_names, tokens, serving_model_dir)
     distribution.cleanup_worker_dir(fn_args.model_run_dir, tf_config)
     distribution.cleanup_worker_dir(fn_args.serving_model_dir, tf_config)
     return model
