@@ -259,6 +259,13 @@ def _compile(args) -> int:
     from sicot.pipeline import pipeline as sicot_pipeline
 
     settings = _settings(args)
+    if args.rolling_spans:
+        # tfx/orchestration/kubeflow/v2/step_builder.py (TFX 1.16) compiles resolver nodes
+        # of LatestArtifactStrategy and LatestBlessedModelStrategy only.
+        raise UserError("--rolling-spans: TFX 1.16's Kubeflow V2 / Vertex compiler supports "
+                        "only LatestArtifactStrategy and LatestBlessedModelStrategy resolvers, "
+                        "not the SpanRangeStrategy a rolling window needs; on Vertex each run "
+                        "trains on the latest span (with --warm-start from the last model)")
     splits = [s for s in contract.SPLITS if not (args.no_eval_split and s == contract.EVAL_SPLIT)]
     folder = f"{args.span_folder}/" if args.span_folder else ""
     if args.data_format == "tfrecord":

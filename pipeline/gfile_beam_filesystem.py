@@ -12,6 +12,7 @@ Importing the module registers the schemes (Beam finds `FileSystem` subclasses b
 """
 from __future__ import annotations
 
+import io
 import posixpath
 
 from apache_beam.io.filesystem import (BeamIOError, CompressedFile, CompressionTypes,
@@ -65,6 +66,8 @@ class _GFileBeamFileSystem(FileSystem):
     def _open(self, path, mode, compression_type):
         compression_type = FileSystem._get_compression_type(path, compression_type)
         raw = self._gfile().GFile(path, mode)
+        if "w" in mode:
+            raw = _PositionCountingWriter(raw)
         if compression_type == CompressionTypes.UNCOMPRESSED:
             return raw
         return CompressedFile(raw, compression_type=compression_type)
@@ -148,6 +151,37 @@ class _GFileBeamFileSystem(FileSystem):
                 exceptions[path] = e
         if exceptions:
             raise BeamIOError("Delete operation failed", exceptions)
+
+
+class _PositionCountingWriter(io.RawIOBase):
+    """A GFile writer whose `tell()` Beam's sinks can call: ram:// writers do not support
+    Tell() ("This filesystem does not support Tell()"), so the position is counted here."""
+
+    def __init__(self, gfile):
+        super().__init__()
+        self._gfile = gfile
+        self._position = 0
+        self.mode = "wb"  # CompressedFile reads it
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        self._gfile.write(bytes(data))
+        self._position += len(data)
+        return len(data)
+
+    def tell(self):
+        return self._position
+
+    def flush(self):
+        if not self.closed:
+            self._gfile.flush()
+
+    def close(self):
+        if not self.closed:
+            self._gfile.close()
+        super().close()
 
 
 class RamBeamFileSystem(_GFileBeamFileSystem):

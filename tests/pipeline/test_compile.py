@@ -76,3 +76,27 @@ def test_compile_rejects_bad_thresholds(tmp_path, capsys):
                    "--min-top1", "1.5"])
     assert rc == 2
     assert "overall_min_top1" in capsys.readouterr().err
+
+
+def test_compile_with_spans_warm_start_and_backbone_weights(tmp_path, capsys):
+    out = tmp_path / "spans.json"
+    weights = "gs://BUCKET/weights/resnet50_notop.h5"
+    args = ["compile", "--target", "vertex", "--out", str(out), "--data", "gs://BUCKET/data",
+            "--span-folder", "day-{SPAN}", "--warm-start", "--backbone", "resnet50",
+            "--backbone-weights", weights, "--backbone-frozen-epochs", "1"]
+    assert cli.main(args) == 0
+    _, spec = _load(out)
+    tasks = set(spec.root.dag.tasks)
+    assert any("latest_model_resolver" in t for t in tasks), sorted(tasks)
+    params = spec.root.dag.tasks["ManifestExampleGen"].inputs.parameters
+    input_config = json.loads(params["input_config"].runtime_value.constant_value.string_value)
+    assert [s["pattern"] for s in input_config["splits"]] == [
+        "day-{SPAN}/train.jsonl", "day-{SPAN}/eval.jsonl", "day-{SPAN}/test.jsonl"]
+    trainer = spec.root.dag.tasks["Trainer"]
+    assert "base_model" in trainer.inputs.artifacts
+    custom_config = json.loads(
+        trainer.inputs.parameters["custom_config"].runtime_value.constant_value.string_value)
+    assert custom_config["model"]["backbone_weights"] == weights
+    # A rolling window needs SpanRangeStrategy, which the Vertex compiler refuses: said up front.
+    assert cli.main(args + ["--rolling-spans", "3"]) == 2
+    assert "SpanRangeStrategy" in capsys.readouterr().err
