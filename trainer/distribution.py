@@ -93,9 +93,9 @@ def worker_dir(path: str, tf_config: Mapping[str, Any] | None = None) -> str:
     if is_chief(tf_config):
         return path
     task_type, index = task_of(tf_config)
-    parent = os.path.dirname(os.path.normpath(path))
-    return os.path.join(parent, f".{os.path.basename(os.path.normpath(path))}"
-                                f"-tmp-{task_type}-{index}")
+    path = path.rstrip("/")  # not os.path.normpath: it turns gs://b/x into gs:/b/x
+    parent = os.path.dirname(path)
+    return os.path.join(parent, f".{os.path.basename(path)}-tmp-{task_type}-{index}")
 
 
 def cleanup_worker_dir(path: str, tf_config: Mapping[str, Any] | None = None) -> None:

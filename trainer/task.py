@@ -284,8 +284,10 @@ def run_fn(fn_args):
     export_serving_model(model, tf_transform_output, serving_model_dir)
     from sicot.trainer.warm_start import save_for_warm_start
 
-    # Beside the serving model (not inside it: the Pusher copies that folder only).
-    save_for_warm_start(model, class_names, tokens, serving_model_dir)
+    if distribution.is_chief(tf_config):
+        # Beside the serving model (not inside: the Pusher copies that folder only); the
+        # chief's only, since a worker's temporary serving folder has the same parent.
+        save_for_warm_start(model, class_names, tokens, serving_model_dir)
     distribution.cleanup_worker_dir(fn_args.model_run_dir, tf_config)
     distribution.cleanup_worker_dir(fn_args.serving_model_dir, tf_config)
     return model

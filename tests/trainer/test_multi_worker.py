@@ -33,6 +33,9 @@ def test_tf_config_parsing_and_chief_rules():
     assert distribution.worker_dir("/out/serving", chief) == "/out/serving"
     temp = distribution.worker_dir("/out/serving", worker0)
     assert temp != "/out/serving" and temp.startswith("/out/") and "worker-0" in temp
+    # a URL keeps its scheme (Vertex model dirs are gs://)
+    assert distribution.worker_dir("gs://b/out/serving/", worker0) == \
+        "gs://b/out/.serving-tmp-worker-0"
 
 
 @pytest.mark.parametrize("raw, message", [
