@@ -108,14 +108,21 @@ class _GFileBeamFileSystem(FileSystem):
                         gfile.copy(self.join(folder, name), self.join(target, name),
                                    overwrite=True)
             else:
+                gfile.makedirs(posixpath.dirname(destination))
                 gfile.copy(source, destination, overwrite=True)
 
         self._each(copy_tree, "Copy", source_file_names, destination_file_names)
 
     def rename(self, source_file_names, destination_file_names):
         gfile = self._gfile()
-        self._each(lambda s, d: gfile.rename(s, d, overwrite=True), "Rename",
-                   source_file_names, destination_file_names)
+
+        def rename(source, destination):
+            # Parent folders made explicitly: TF's ram:// lists only folders made with
+            # makedirs, and TFT copies its outputs by listing them.
+            gfile.makedirs(posixpath.dirname(destination))
+            gfile.rename(source, destination, overwrite=True)
+
+        self._each(rename, "Rename", source_file_names, destination_file_names)
 
     def exists(self, path):
         return self._gfile().exists(path)

@@ -1,12 +1,15 @@
-"""The pipeline and the server on a non-local file system (slow).
+"""The pipeline and the server with the data and the serving dir on a non-local file system
+(slow).
 
 A dataset (manifests + images) in `ram://` (TensorFlow's in-process file system; Beam reaches
-it through `sicot.pipeline.gfile_beam_filesystem`) goes through `sicot run` with the pipeline
-root and the serving dir in `ram://` too; a bad record lands in the quarantine; `sicot serve`'s
-server loads the pushed version from `ram://` and answers over gRPC. Why `ram://` and not a GCS
-emulator for this part: TensorFlow 2.16's `gs://` file system cannot be pointed at one (see
+it through `sicot.pipeline.gfile_beam_filesystem`) goes through `sicot run` with the serving
+dir in `ram://` too; bad records land in the quarantine; `sicot serve`'s server loads the
+pushed version from `ram://` and answers over gRPC. Why `ram://` and not a GCS emulator for
+this part: TensorFlow 2.16's `gs://` file system cannot be pointed at one (see
 docs/pipeline.md, "What was tested against what"); Beam's GCS client can, and is tested
-against one in `test_gcs_emulator.py`.
+against one in `test_gcs_emulator.py`. Why the pipeline root is local here: tf.Transform
+publishes its transform graph by renaming a folder, and TF's ram:// renames only the folder
+entry, not the files under it (the graph arrives empty), which no real object store does.
 """
 import json
 
@@ -32,12 +35,13 @@ def _upload(local_root, url):
             tf.io.gfile.copy(f"{folder}/{name}", f"{target}/{name}", overwrite=True)
 
 
-def test_run_and_serve_with_data_root_and_serving_dir_in_ram(tmp_path, datasets, capsys):
+def test_run_and_serve_with_data_and_serving_dir_in_ram(tmp_path, datasets, capsys):
     bad = json.dumps({"image": "images/missing.jpg", "title": "gone", "label": "class-00"})
     escape = json.dumps({"image": "../outside.jpg", "title": "escape", "label": "class-00"})
     local = datasets.write_manifest_dataset(tmp_path / "data", TRAIN_COUNTS, per_class_test=2,
                                             per_class_eval=1, bad_rows={"train": [bad, escape]})
-    data, root, serving = "ram://sicot-e2e/data", "ram://sicot-e2e/root", "ram://sicot-e2e/serving"
+    data, serving = "ram://sicot-e2e/data", "ram://sicot-e2e/serving"
+    root = str(tmp_path / "root")
     _upload(local, data)
     tf.io.gfile.copy(f"{local}/images/train_0_0.jpg", "ram://sicot-e2e/outside.jpg")
     mlmd = str(tmp_path / "metadata.sqlite")
@@ -49,9 +53,7 @@ def test_run_and_serve_with_data_root_and_serving_dir_in_ram(tmp_path, datasets,
     for node in ("ManifestExampleGen", "Transform", "Trainer", "Evaluator", "Pusher"):
         assert runs[node].state == "COMPLETE", (node, runs[node].state)
 
-    # every artifact lives under the ram:// pipeline root
     examples = runs["ManifestExampleGen"].outputs["examples"][0]
-    assert examples.startswith(root + "/")
     with tf.io.gfile.GFile(f"{examples}/quarantine.jsonl") as f:
         quarantined = [json.loads(line) for line in f if line.strip()]
     reasons = sorted(q["reason"].split(":")[0] for q in quarantined)
