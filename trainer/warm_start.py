@@ -129,7 +129,7 @@ def _take(old, mapping, axis, fresh):
 def class_prototypes(model, batches, num_classes: int):
     """Per class: mean visual embedding, semantic embedding (text models), counts; over
     `batches` of (features dict, labels), in inference mode."""
-    from sicot.trainer.sicot_model import IMAGE_INPUT, TOKENS_INPUT
+    from sicot.contract import IMAGE_INPUT, TOKENS_INPUT
 
     dim = model.model_config.embedding_dim
     sums = {"visual": np.zeros((num_classes, dim))}

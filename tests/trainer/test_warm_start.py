@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from sicot import contract
+from sicot.contract import IMAGE_INPUT, TOKENS_INPUT
 from sicot.trainer import warm_start
 from sicot.trainer.model_config import ModelConfig
-from sicot.trainer.sicot_model import IMAGE_INPUT, TOKENS_INPUT, build_model
+from sicot.trainer.sicot_model import build_model
 
 MAX_TOKENS = 4
 
