@@ -51,9 +51,12 @@ def test_two_spans_with_warm_start(tmp_path, datasets):
     serving = str(tmp_path / "serving")
     args = ["run", "--data", data, "--pipeline-root", root, "--serving-dir", serving,
             "--model", "logit_adjust", "--epochs", "2", "--image-size", "16",
-            "--band-edges", "3,6", "--span-folder", "day-{SPAN}", "--rolling-spans", "2",
-            "--warm-start", "--max-top1-drop", "1.0"]
+            "--band-edges", "5,8", "--span-folder", "day-{SPAN}", "--rolling-spans", "2",
+            "--warm-start", "--max-overall-drop", "1.0", "--max-few-drop", "1.0"]
     mlmd = os.path.join(root, "metadata.sqlite")
+    # Band edges 5,8 give both runs a few-shot slice (day 1: classes 3, 4; the day 1 + 2
+    # window: the new SKUs 5, 6), which the gates need to bless; the change gates are opened
+    # (2 epochs at 16 px: this test is about spans and warm start, not about accuracy).
 
     _write_span(datasets, os.path.join(data, "day-1"), DAY1, day=1)
     assert cli.main(args) == 0
