@@ -116,7 +116,7 @@ def test_run_fn_loads_the_weights_and_keeps_the_tower_frozen(tiny_transform, tmp
     from sicot.trainer.task import run_fn
 
     def fn_args(name, **model):
-        model.update(preset="ce", epochs=1, image_size=16, embedding_dim=16, batch_size=8)
+        model.update(preset="ce", epochs=1, embedding_dim=16, batch_size=8)
         return FnArgs(train_files=[tiny_transform.transformed_files["train"]],
                       eval_files=None, transform_output=tiny_transform.transform_output_dir,
                       transform_graph_path=tiny_transform.transform_output_dir,
@@ -137,9 +137,10 @@ def test_run_fn_loads_the_weights_and_keeps_the_tower_frozen(tiny_transform, tmp
     from sicot.trainer.sicot_model import build_model
     from sicot.trainer.task import model_shapes
 
-    _, max_tokens, _ = model_shapes(tft.TFTransformOutput(tiny_transform.transform_output_dir))
+    image_size, max_tokens, _ = model_shapes(
+        tft.TFTransformOutput(tiny_transform.transform_output_dir))
     init = build_model(ModelConfig.from_dict(second.config), second.num_classes,
-                       second.vocab_size, second.class_counts, max_tokens)
+                       second.vocab_size, second.class_counts, max_tokens, image_size)
     assert not np.allclose(np.asarray(second.visual_head.kernel),
                            np.asarray(init.visual_head.kernel))
     with pytest.raises(ValueError, match="backbone_frozen_epochs needs backbone_weights"):

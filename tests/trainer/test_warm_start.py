@@ -10,10 +10,11 @@ from sicot.trainer.model_config import ModelConfig
 from sicot.trainer.sicot_model import build_model
 
 MAX_TOKENS = 4
+IMAGE_SIZE = 16  # the Transform's setting: build_model takes it
 
 
 def _config(**changes):
-    settings = dict(embedding_dim=8, token_dim=4, attention_rank=4, image_size=16,
+    settings = dict(embedding_dim=8, token_dim=4, attention_rank=4,
                     word_prediction_weight=0.1)
     settings.update(changes)
     return ModelConfig.preset("sicot").replace(**settings)
@@ -22,12 +23,12 @@ def _config(**changes):
 def _model(classes, tokens, seed, **changes):
     config = _config(seed=seed, **changes)
     return build_model(config, len(classes), len(tokens) + contract.FIRST_VOCAB_TOKEN_ID,
-                       [5] * len(classes), MAX_TOKENS)
+                       [5] * len(classes), MAX_TOKENS, IMAGE_SIZE)
 
 
 def _batches(labels, seed=0):
     rng = np.random.default_rng(seed)
-    images = rng.uniform(0, 255, (len(labels), 16, 16, 3)).astype("float32")
+    images = rng.uniform(0, 255, (len(labels), IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32")
     tokens = rng.integers(0, 5, (len(labels), MAX_TOKENS)).astype("int64")
     return [({IMAGE_INPUT: images, TOKENS_INPUT: tokens}, np.asarray(labels))]
 
@@ -82,11 +83,11 @@ def test_classes_and_tokens_are_mapped_by_name_and_new_classes_get_prototypes():
 def test_an_unmappable_change_is_a_clear_error():
     classes, tokens = ["a", "b"], ["x"]
     old = _model(classes, tokens, seed=0)
-    wider = build_model(_config(embedding_dim=16), 2, 3, [5, 5], MAX_TOKENS)
+    wider = build_model(_config(embedding_dim=16), 2, 3, [5, 5], MAX_TOKENS, IMAGE_SIZE)
     with pytest.raises(ValueError, match="the base model has embedding_dim=8, this run "
                                          "embedding_dim=16"):
         warm_start.warm_start(wider, old, classes, tokens, classes, tokens, _batches([0, 1]))
-    visual_only = ModelConfig.preset("ce").replace(embedding_dim=8, image_size=16)
+    visual_only = ModelConfig.preset("ce").replace(embedding_dim=8)
     with pytest.raises(ValueError, match="model_type='sicot', this run model_type='ce'"):
         warm_start.check_compatible(old.config, visual_only.to_dict(), "base")
     with pytest.raises(ValueError, match="backbone='small', this run backbone='resnet50'"):
