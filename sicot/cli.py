@@ -67,7 +67,7 @@ def log_path(args) -> str:
     folder = getattr(args, _RUN_FOLDER_OPTION.get(args.command, ""), None)
     if not folder or not os.path.isdir(os.path.dirname(os.path.abspath(folder)) or "."):
         folder = os.path.join(tempfile.gettempdir(), "sicot")
-    return os.path.join(folder, "logs", f"sicot-{args.command}.log")
+    return os.path.join(folder, console.LOG_FOLDER, f"sicot-{args.command}.log")
 
 
 def main(argv=None) -> int:

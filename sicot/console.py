@@ -15,6 +15,9 @@ import sys
 from typing import TextIO
 
 LOG_ENV = "SICOT_LOG_FILE"
+# Under a command's run folder (`sicot.cli.log_path`): commands that want their --out folder
+# new or empty accept one that holds only this folder, which the log file was written to first.
+LOG_FOLDER = "logs"
 
 _terminal: TextIO | None = None
 

@@ -131,7 +131,7 @@ def run_demo(args) -> int:
     workdir = os.path.abspath(args.workdir)
     if args.fresh and os.path.isdir(workdir):
         for entry in os.listdir(workdir):  # all but logs/, where this run's log already is
-            if entry != "logs":
+            if entry != console.LOG_FOLDER:
                 path = os.path.join(workdir, entry)
                 shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
     data_dir = os.path.join(workdir, "data")

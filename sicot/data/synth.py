@@ -386,7 +386,8 @@ def _chunk_lines(bounds: tuple[int, int]) -> list[str]:
 def _prepare_out_dir(out_dir: pathlib.Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir} exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
+    # The command's log folder alone (written before this runs) leaves a new folder new.
+    if out_dir.is_dir() and any(p.name != console.LOG_FOLDER for p in out_dir.iterdir()):
         try:
             ours = json.loads((out_dir / "dataset.json").read_text())["generator"] == "sicot synth"
         except (OSError, ValueError, KeyError, TypeError):

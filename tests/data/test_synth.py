@@ -230,3 +230,21 @@ def test_synth_regenerates_its_own_output_in_place(small_config, tmp_path):
     synth.generate(dataclasses.replace(config, max_per_class=2), tmp_path, progress=False, log=lambda *_: None)
     synth.generate(config, tmp_path, progress=False, log=lambda *_: None)
     assert _all_files(tmp_path) == before  # no stale images from the other run
+
+
+def test_a_new_out_folder_holding_only_the_log_folder_is_accepted(small_config, tmp_path):
+    """`sicot synth --out NEW` writes its log to NEW/logs/ before synth looks at NEW: that
+    alone must not count as 'not empty' (it did, so `sicot synth --out /tmp/new` failed)."""
+    from sicot import console
+    from sicot.errors import UserError
+
+    out = tmp_path / "new"
+    (out / console.LOG_FOLDER).mkdir(parents=True)
+    (out / console.LOG_FOLDER / "sicot-synth.log").write_text("noise\n")
+    synth.generate(small_config, out, progress=False, log=lambda *_: None)
+    assert (out / "dataset.json").is_file()
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="not empty"):
+        synth.generate(small_config, stranger, progress=False, log=lambda *_: None)
