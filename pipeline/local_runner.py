@@ -16,7 +16,8 @@ ENV (all optional except SICOT_DATA):
   SICOT_PIPELINE_ROOT, SICOT_SERVING_DIR   override those two
   SICOT_PIPELINE_NAME   default "sicot"
   SICOT_MODEL, SICOT_EPOCHS, SICOT_BACKBONE, SICOT_SEED, SICOT_BATCH_SIZE, SICOT_IMAGE_SIZE,
-  SICOT_BAND_EDGES      the options of `sicot run` (--model, ..., --band-edges LOW,HIGH),
+  SICOT_BAND_EDGES, SICOT_BACKBONE_WEIGHTS, SICOT_BACKBONE_FROZEN_EPOCHS
+                        the options of `sicot run` (--model, ..., --backbone-frozen-epochs N),
                         mapped by the same `sicot.trainer.options.configs_from_options`
   SICOT_BEAM_PRESET     direct (default) | direct-parallel | flink | spark
   SICOT_ALLOW_UNSEEN_LABELS   splits (eval,test) that may hold labels train never has

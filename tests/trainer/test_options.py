@@ -12,11 +12,15 @@ from sicot.trainer.model_config import ModelConfig
 from sicot.trainer.preprocessing import TransformConfig
 
 ARGV = ["--model", "crt", "--epochs", "3", "--seed", "7", "--batch-size", "16",
-        "--image-size", "32", "--band-edges", "4,10", "--set", "tau=0.5"]
+        "--image-size", "32", "--band-edges", "4,10", "--set", "tau=0.5",
+        "--backbone-weights", "gs://b/tower.weights.h5", "--backbone-frozen-epochs", "1"]
 ENV = {"SICOT_MODEL": "crt", "SICOT_EPOCHS": "3", "SICOT_SEED": "7", "SICOT_BATCH_SIZE": "16",
-       "SICOT_IMAGE_SIZE": "32", "SICOT_BAND_EDGES": "4,10"}
+       "SICOT_IMAGE_SIZE": "32", "SICOT_BAND_EDGES": "4,10",
+       "SICOT_BACKBONE_WEIGHTS": "gs://b/tower.weights.h5", "SICOT_BACKBONE_FROZEN_EPOCHS": "1"}
 EXPECTED_TRANSFORM = TransformConfig(image_size=32, band_edges=(4, 10))
-EXPECTED_MODEL = ModelConfig.preset("crt").replace(epochs=3, seed=7, batch_size=16)
+EXPECTED_MODEL = ModelConfig.preset("crt").replace(
+    epochs=3, seed=7, batch_size=16, backbone_weights="gs://b/tower.weights.h5",
+    backbone_frozen_epochs=1)
 
 
 def _parse(argv):
@@ -63,6 +67,9 @@ def test_the_image_size_has_one_owner():
     (dict(band_edges="10,5"), "need 0 < LOW <= HIGH"),
     (dict(backbone="vgg"), "backbone='vgg'"),
     (dict(set_options=["tau=x"]), "'x' is not a float"),
+    (dict(backbone_frozen_epochs=1), "backbone_frozen_epochs needs backbone_weights"),
+    (dict(backbone_weights="w.h5", backbone_frozen_epochs=99),
+     "backbone_frozen_epochs=99: must be in [0, epochs="),
 ])
 def test_bad_options_are_user_errors_naming_the_option(overrides, message):
     with pytest.raises(UserError, match=re.escape(message)):
