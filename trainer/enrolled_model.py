@@ -123,18 +123,26 @@ def transform_raw(tf_transform_output, images, titles=None, tags=None, batch: in
     n = len(images)
     titles = list(titles) if titles is not None else [b""] * n
     tags = list(tags) if tags is not None else [b""] * n
+
+    # One traced graph for every batch: run eagerly, the decode's map_fn would call Python
+    # once per image (3/4 of `sicot enroll`'s time for 1,500 photos before this).
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)] * 3)
+    def transform(image, title, tag):
+        raw = _raw_from_strings({contract.IMAGE_KEY: image, contract.TITLE_KEY: title,
+                                 contract.TAGS_KEY: tag}, raw_spec)
+        transformed = layer(raw)
+        return (image_ops.model_images(transformed[contract.IMAGE_XF], size),
+                tf.cast(transformed[contract.TOKENS_XF], tf.int32))
+
     out_images, out_tokens = [], []
     for start in range(0, n, batch):
         def strings(values):
             return tf.constant([v.encode("utf-8") if isinstance(v, str) else v
                                 for v in values[start:start + batch]], tf.string)
 
-        raw = _raw_from_strings({contract.IMAGE_KEY: strings(images),
-                                 contract.TITLE_KEY: strings(titles),
-                                 contract.TAGS_KEY: strings(tags)}, raw_spec)
-        transformed = layer(raw)
-        out_images.append(image_ops.model_images(transformed[contract.IMAGE_XF], size).numpy())
-        out_tokens.append(tf.cast(transformed[contract.TOKENS_XF], tf.int32).numpy())
+        batch_images, batch_tokens = transform(strings(images), strings(titles), strings(tags))
+        out_images.append(batch_images.numpy())
+        out_tokens.append(batch_tokens.numpy())
     if not out_images:
         return None, None
     return np.concatenate(out_images), np.concatenate(out_tokens)
