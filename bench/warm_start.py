@@ -12,7 +12,9 @@ is the dataset's whole test split (every class). Then, all through the `sicot` c
   1. `sicot train` on day 1 (`--epochs`): yesterday's model;
   2. `sicot train` on the day-2 window from scratch (`--epochs`, the converged schedule);
   3. `sicot train` on the day-2 window warm-started from 1 (`--warm-epochs`);
-  4. `sicot evaluate --image-only` of 2 and 3 on the test split.
+  4. with `--short-scratch`: `sicot train` on the day-2 window from scratch for `--warm-epochs`
+     (the control at the warm run's cost: does the warm start itself help?);
+  5. `sicot evaluate --image-only` of 2, 3 (and 4) on the test split.
 
 Runs 2 and 3 share one import + Transform (`--work-dir`), so their wall times are training
 (and export) only; both include the preset's cRT stage 2. Writes OUT/results.json and prints
@@ -116,6 +118,12 @@ def main(argv=None):
     p.add_argument("--new-fraction", type=float, default=0.1, help="share of new SKUs")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--warm-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a ModelConfig change for the warm run only, e.g. learning_rate=5e-4 "
+                        "(repeatable; use a new --out with the other runs linked in: a run "
+                        "whose folder exists is reused whatever its settings)")
+    p.add_argument("--short-scratch", action="store_true",
+                   help="also train from scratch for --warm-epochs (same cost as the warm run)")
     args = p.parse_args(argv)
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
@@ -127,11 +135,17 @@ def main(argv=None):
         "scratch": train("scratch", window, out, args, ["--epochs", str(args.epochs), *work]),
         "warm": train("warm", window, out, args,
                       ["--epochs", str(args.warm_epochs), "--base-model",
-                       os.path.join(out, "day1"), *work]),
+                       os.path.join(out, "day1"), *work,
+                       *(a for kv in args.warm_set for a in ("--set", kv))]),
     }
+    if args.short_scratch:
+        reports["scratch_short"] = train("scratch_short", window, out, args,
+                                         ["--epochs", str(args.warm_epochs), *work])
     results = {"settings": vars(args), "new_skus": new, "day1_train_images": day1_images,
                "window_train_images": window_images, "runs": {}}
-    for name in ("scratch", "warm"):
+    for name in reports:
+        if name == "day1":
+            continue
         evaluation = evaluate(name, window, out)
         per_class = evaluation["per_class"]["image_only"]
         hits = [per_class[c]["top1"] * per_class[c]["count"] for c in new if c in per_class]
@@ -149,6 +163,10 @@ def main(argv=None):
     results["warm_over_scratch_time"] = warm["train_seconds"] / scratch["train_seconds"]
     results["warm_minus_scratch_top1_points"] = {
         b: 100 * (warm["image_only_top1"][b] - scratch["image_only_top1"][b]) for b in BANDS}
+    if "scratch_short" in results["runs"]:
+        short = results["runs"]["scratch_short"]
+        results["warm_minus_short_scratch_top1_points"] = {
+            b: 100 * (warm["image_only_top1"][b] - short["image_only_top1"][b]) for b in BANDS}
     results["day1_train_seconds"] = reports["day1"]["train_seconds"]
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
