@@ -94,11 +94,15 @@ def run_transform(examples_dir: str, out_dir: str, config: TransformConfig | Non
             _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(graph_dir)
             for split in present:
                 raw = raw_train if split == "train" else read(pipeline, split)
-                data, out_metadata = (((raw, adapter_config), transform_fn)
-                                      | f"Transform{split}" >> tft_beam.TransformDataset())
-                out_coder = tft.coders.ExampleProtoCoder(out_metadata.schema)
-                _ = (data
-                     | f"Encode{split}" >> beam.Map(out_coder.encode)
+                # Record batches, encoded by tfx_bsl's C++ RecordBatchToExamplesEncoder (as the
+                # TFX Transform executor does), instead of one Python dict and one
+                # ExampleProtoCoder call per example: those were the largest per-image cost
+                # (docs/benchmarks.md, issue 17).
+                transformed = (((raw, adapter_config), transform_fn)
+                               | f"Transform{split}" >> tft_beam.TransformDataset(
+                                   output_record_batches=True))
+                _ = (transformed
+                     | f"Encode{split}" >> tft_beam.EncodeTransformedDataset()
                      | f"Write{split}" >> beam.io.WriteToTFRecord(
                          os.path.join(transformed_root, split),
                          file_name_suffix=".tfrecord.gz",
