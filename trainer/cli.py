@@ -135,11 +135,19 @@ def prepare_examples(data_dir: str, work_dir: str, transform_config, log=print):
             log(f"sicot train: reusing the transformed examples in {work_dir}")
             return TransformResult(**stamp["result"])
     examples_dir = os.path.join(work_dir, "examples")
+    transform_dir = os.path.join(work_dir, "transform")
+    # A stale result (other data or settings, or a sicot whose TransformConfig changed) is
+    # replaced, stamp first: tf.Transform refuses to publish into a non-empty folder, and the
+    # importer's old shards must not mix with new ones. Only our own subfolders are removed.
+    for stale in (stamp_path, examples_dir, transform_dir):
+        if tf.io.gfile.exists(stale):
+            log(f"sicot train: replacing the stale {stale} (data or Transform settings changed)")
+            (tf.io.gfile.rmtree if tf.io.gfile.isdir(stale) else tf.io.gfile.remove)(stale)
     start = time.perf_counter()
     import_dataset(data_dir, examples_dir, ImportConfig(), log=log)
     log(f"sicot train: import took {time.perf_counter() - start:.0f}s; running the Transform")
     start = time.perf_counter()
-    result = run_transform(examples_dir, os.path.join(work_dir, "transform"), transform_config)
+    result = run_transform(examples_dir, transform_dir, transform_config)
     log(f"sicot train: Transform took {time.perf_counter() - start:.0f}s "
         f"({result.num_examples})")
     _write_json({"key": key, "result": dataclasses.asdict(result)}, stamp_path)

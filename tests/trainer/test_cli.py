@@ -90,3 +90,31 @@ def test_train_and_evaluate_end_to_end(capsys, tmp_path):
     saved = tf.saved_model.load(json.loads(
         (tmp_path / "crt" / "train_report.json").read_text())["saved_model"])
     assert "serving_image_text" in saved.signatures
+
+
+@pytest.mark.slow
+def test_changed_transform_settings_rerun_into_the_same_work_dir(tmp_path):
+    """A work dir whose stamp no longer matches (other Transform settings, or a newer sicot
+    whose TransformConfig changed) is rebuilt in place: the stale examples and transform
+    output are replaced, not written into (WriteTransformFn refused a non-empty folder)."""
+    import tensorflow_transform as tft
+
+    from sicot.trainer.cli import TRANSFORM_STAMP, prepare_examples
+    from sicot.trainer.preprocessing import TransformConfig
+
+    data, work = tmp_path / "data", tmp_path / "work"
+    assert main(["synth", "--out", str(data), "--classes", "4", "--max-per-class", "6",
+                 "--imbalance", "2", "--eval-per-class", "1", "--test-per-class", "1",
+                 "--image-size", "24", "--no-progress"]) == 0
+    logs = []
+    first = prepare_examples(str(data), str(work), TransformConfig(image_size=16), logs.append)
+    second = prepare_examples(str(data), str(work), TransformConfig(image_size=20), logs.append)
+    assert not any("reusing" in line for line in logs)
+    assert second.num_examples == first.num_examples
+    stamp = json.loads((work / TRANSFORM_STAMP).read_text())
+    assert stamp["key"]["transform"]["image_size"] == 20
+    output = tft.TFTransformOutput(second.transform_output_dir)
+    (size,) = output.vocabulary_by_name("image_size")
+    assert int(size) == 20
+    third = prepare_examples(str(data), str(work), TransformConfig(image_size=20), logs.append)
+    assert third == second and "reusing" in logs[-1]
