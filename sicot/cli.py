@@ -56,16 +56,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# The folder each command works in (its option), where its log file goes; `serve` logs to the
-# terminal (a server's log is its output); the rest log under the system's temporary folder.
+# The folder each command works in (its option), where its log file goes (also when its parents
+# are new: the demo's default runs/demo does not exist in a fresh clone); `serve` logs to the
+# terminal (a server's log is its output); the rest, and remote folders, log under the system's
+# temporary folder.
 _RUN_FOLDER_OPTION = {"demo": "workdir", "run": "pipeline_root", "train": "out",
                       "import": "out", "synth": "out"}
 _TERMINAL_COMMANDS = ("serve",)
 
 
+def _creatable(folder: str) -> bool:
+    """Whether `folder` is, or could be made as, a local folder (its nearest existing ancestor
+    is a folder); nothing is created here (`console.send_noise_to` makes it when it logs)."""
+    path = os.path.abspath(folder)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return os.path.isdir(path)
+
+
 def log_path(args) -> str:
     folder = getattr(args, _RUN_FOLDER_OPTION.get(args.command, ""), None)
-    if not folder or not os.path.isdir(os.path.dirname(os.path.abspath(folder)) or "."):
+    if not folder or "://" in folder or not _creatable(folder):
         folder = os.path.join(tempfile.gettempdir(), "sicot")
     return os.path.join(folder, console.LOG_FOLDER, f"sicot-{args.command}.log")
 
