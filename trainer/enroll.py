@@ -73,6 +73,7 @@ class ModelFolder:
     report: dict
     transform_output: str
     train_files: list
+    eval_files: list  # held-out examples of the trained classes (may be empty)
 
     @property
     def keras_path(self):
@@ -94,19 +95,23 @@ def read_model_folder(path: str) -> ModelFolder:
         with open(os.path.join(path, TRAIN_REPORT)) as f:
             report = json.load(f)
     transform_output = report.get("transform_output")
-    train_files = report.get("transformed_files", {}).get("train")
+    files = report.get("transformed_files", {})
     if not transform_output:  # a folder trained before the report named its Transform output
         stamp = os.path.join(path, "work", TRANSFORM_STAMP)
         if os.path.isfile(stamp):
             with open(stamp) as f:
                 result = json.load(f)["result"]
             transform_output = result["transform_output_dir"]
-            train_files = result["transformed_files"].get("train")
+            files = result["transformed_files"]
+    train_files, eval_files = files.get("train"), files.get("eval")
     if not transform_output or not os.path.isdir(transform_output):
         raise UserError(f"--model {path}: cannot find its Transform output (train_report.json "
                         f"names none, or it was deleted: {transform_output})")
-    return ModelFolder(path, run_dir, report, transform_output,
-                       [train_files] if isinstance(train_files, str) else list(train_files or []))
+    def as_list(pattern):
+        return [pattern] if isinstance(pattern, str) else list(pattern or [])
+
+    return ModelFolder(path, run_dir, report, transform_output, as_list(train_files),
+                       as_list(eval_files))
 
 
 def read_class_names(folder: ModelFolder, tf_transform_output) -> list:
@@ -133,7 +138,8 @@ def load_or_fit_calibration(model, folder: ModelFolder, tf_transform_output, log
 
     start = time.perf_counter()
     calibration = enrolled_model.fit_model_calibration(model, folder.train_files,
-                                                       tf_transform_output)
+                                                       tf_transform_output,
+                                                       eval_files=folder.eval_files or None)
     log(f"sicot enroll: fitted the calibration on the trained classes in "
         f"{time.perf_counter() - start:.1f}s")
     return calibration
@@ -379,7 +385,9 @@ def enroll_folder(model_dir: str, catalogue_path: str, out_dir: str,
     with open(os.path.join(run_dir, ENROLMENT_FILE), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2, ensure_ascii=False)
     train_report = dict(folder.report, transform_output=folder.transform_output,
-                        transformed_files={"train": folder.train_files}, saved_model=serving_dir,
+                        transformed_files={"train": folder.train_files,
+                                           "eval": folder.eval_files},
+                        saved_model=serving_dir,
                         enrolled_from=os.path.abspath(model_dir),
                         enrolment={k: report[k] for k in ("skus", "new_classes",
                                                           "updated_classes", "enrolled_classes",

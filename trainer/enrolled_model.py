@@ -160,7 +160,9 @@ def build_enrolled(model, scores: dict, image_size: int) -> EnrolledSICoTModel:
     model builds its base with the shape recorded here."""
     base = base_model(model)
     count = len(scores["visual"].prototypes)
-    enrolled = EnrolledSICoTModel(base, count, name=base.name)
+    same_footing = [name for name in model_heads(base)
+                    if count and scores[name].trained_prototypes is not None]
+    enrolled = EnrolledSICoTModel(base, count, same_footing, name=base.name)
     enrolled.build({contract.IMAGE_INPUT: (None, image_size, image_size, 3),
                     contract.TOKENS_INPUT: (None, None)})
     for name in model_heads(base):
@@ -169,12 +171,20 @@ def build_enrolled(model, scores: dict, image_size: int) -> EnrolledSICoTModel:
             count, head.input_dim))
         head.scale.assign(float(scores[name].scale))
         head.offset.assign(float(scores[name].offset))
+        trained = enrolled.trained_head(name)
+        if trained is not None:  # same footing: the trained classes by their class means
+            trained.prototypes.assign(np.asarray(scores[name].trained_prototypes, "float32"))
+            trained.scale.assign(float(scores[name].scale))
+            trained.offset.assign(0.0)
     return enrolled
 
 
-def fit_model_calibration(model, train_files, tf_transform_output):
-    """Embeds the training examples and fits `enrollment.Calibration` on them."""
+def fit_model_calibration(model, train_files, tf_transform_output, eval_files=None):
+    """Embeds the training examples (and the held-out eval examples, when given) and fits
+    `enrollment.Calibration` on them."""
     base = base_model(model)
     train = embed_transformed_files(base, train_files, tf_transform_output)
+    held_out = (embed_transformed_files(base, eval_files, tf_transform_output)
+                if eval_files else None)
     return enrollment.fit_calibration(train, head_rows(base), base.num_classes,
-                                      seed=base.model_config.seed)
+                                      seed=base.model_config.seed, held_out=held_out)

@@ -12,18 +12,23 @@ from sicot.trainer.sicot_model import SICoTModel
 class EnrolledSICoTModel(keras.Model):
     """The trained model's outputs, with each head's logits extended by enrolled classes.
 
-    Class ids 0..C-1 are the trained classes (the base model's, unchanged), C..C+N-1 the
-    enrolled ones, scored by one `PrototypeHead` per head on that head's input (visual: v;
-    semantic: s; fused: [v, s]). The base model is frozen: enrolment takes no gradient step.
+    Class ids 0..C-1 are the trained classes (the base model's), C..C+N-1 the enrolled ones,
+    scored by one `PrototypeHead` per head on that head's input (visual: v; semantic: s;
+    fused: [v, s]). The base model is frozen: enrolment takes no gradient step. For the heads
+    in `same_footing` the trained classes are scored by a `PrototypeHead` over their class
+    means too, in place of the trained head's logits (`sicot.trainer.enrollment`, step 6);
+    the other heads keep the trained logits unchanged.
 
     Args:
       base: SICoTModel (or its serialized config).
       enrolled_classes: int. N.
+      same_footing: head names (`visual`, `semantic`, `fused`) whose trained classes are
+        scored by their class means.
 
     Call arguments and outputs: as `SICoTModel`, with [B, C + N] logits.
     """
 
-    def __init__(self, base, enrolled_classes, **kwargs):
+    def __init__(self, base, enrolled_classes, same_footing=(), **kwargs):
         super().__init__(**kwargs)
         if isinstance(base, dict):
             base = keras.saving.deserialize_keras_object(base)
@@ -35,6 +40,15 @@ class EnrolledSICoTModel(keras.Model):
         self.enrolled_classes = int(enrolled_classes)
         cfg = base.model_config
         dim = cfg.embedding_dim
+        heads = ("visual", "semantic", "fused") if cfg.uses_text else ("visual",)
+        unknown = [h for h in same_footing if h not in heads]
+        if unknown:
+            raise ValueError(f"EnrolledSICoTModel: same_footing={list(same_footing)!r} names "
+                             f"heads this model lacks: {unknown} (it has {list(heads)})")
+        self.same_footing = tuple(h for h in heads if h in same_footing)
+        for h in self.same_footing:  # attributes, as the enrolled heads (Keras tracks them)
+            setattr(self, f"{h}_trained", PrototypeHead(
+                base.num_classes, 2 * dim if h == "fused" else dim, name=f"{h}_trained"))
         self.visual_enrolled = PrototypeHead(self.enrolled_classes, dim, name="visual_enrolled")
         if cfg.uses_text:
             self.semantic_enrolled = PrototypeHead(self.enrolled_classes, dim,
@@ -66,6 +80,10 @@ class EnrolledSICoTModel(keras.Model):
     def enrolled_head(self, name: str) -> PrototypeHead:
         return getattr(self, f"{name}_enrolled")
 
+    def trained_head(self, name: str) -> PrototypeHead | None:
+        """The prototype head scoring the trained classes of a same-footing head, else None."""
+        return getattr(self, f"{name}_trained") if name in self.same_footing else None
+
     def build(self, input_shape):
         if not self.base.built:
             self.base.build(input_shape)
@@ -74,25 +92,35 @@ class EnrolledSICoTModel(keras.Model):
         if self.model_config.uses_text:
             self.semantic_enrolled.build((None, dim))
             self.fused_enrolled.build((None, 2 * dim))
+        for name in self.same_footing:
+            self.trained_head(name).build((None, 2 * dim if name == "fused" else dim))
         self.built = True
+
+    def _trained(self, name, base_logits, features):
+        head = self.trained_head(name)
+        return base_logits if head is None else head(features)
 
     def call(self, inputs, training=False):
         out = dict(self.base(inputs, training=False))
         visual = out[contract.EMBEDDING]
         out[contract.VISUAL_LOGITS] = ops.concatenate(
-            [out[contract.VISUAL_LOGITS], self.visual_enrolled(visual)], axis=-1)
+            [self._trained("visual", out[contract.VISUAL_LOGITS], visual),
+             self.visual_enrolled(visual)], axis=-1)
         if contract.SEMANTIC in out:
             semantic = out[contract.SEMANTIC]
+            fused = ops.concatenate([visual, semantic], axis=-1)
             out[contract.SEMANTIC_LOGITS] = ops.concatenate(
-                [out[contract.SEMANTIC_LOGITS], self.semantic_enrolled(semantic)], axis=-1)
+                [self._trained("semantic", out[contract.SEMANTIC_LOGITS], semantic),
+                 self.semantic_enrolled(semantic)], axis=-1)
             out[contract.FUSED_LOGITS] = ops.concatenate(
-                [out[contract.FUSED_LOGITS],
-                 self.fused_enrolled(ops.concatenate([visual, semantic], axis=-1))], axis=-1)
+                [self._trained("fused", out[contract.FUSED_LOGITS], fused),
+                 self.fused_enrolled(fused)], axis=-1)
         return out
 
     def get_config(self):
         return {"base": keras.saving.serialize_keras_object(self.base),
-                "enrolled_classes": self.enrolled_classes, "name": self.name}
+                "enrolled_classes": self.enrolled_classes,
+                "same_footing": list(self.same_footing), "name": self.name}
 
     @classmethod
     def from_config(cls, config):

@@ -24,6 +24,15 @@ embedding s; fused head: [v, s]) and is scored like a cosine classifier (imprint
    cannot swallow the trained ones, and they win whenever they beat the trained classes by more
    than the trained classes beat each other on that share of photos. b is set anew for all
    enrolled classes at every enrolment, since it depends on the whole catalogue.
+6. Same footing (a head whose trained classes score as well by their class means): a trained
+   head's logits and a prototype's cosine are different geometries (a linear head's logits grow
+   with |z| and were fitted on the very photos b is set on), and step 5 then keeps most new
+   SKUs' photos with the trained classes (measured: 83-99 %, docs/experiments.md). So when the
+   trained classes, scored as `a * cos(z, class mean)` over the training photos' embeddings
+   (nearest class mean), are top-1 within `SAME_FOOTING_TOLERANCE` of the head on held-out
+   photos (the eval split), an enrolment scores trained and enrolled classes alike:
+   `a * cos(z, prototype)` with b = 0 for both. Otherwise (e.g. a cosine head whose rows are
+   not at the class means) steps 4-5 apply. An empty catalogue changes nothing either way.
 Chosen over a ridge map from class means to trained linear rows and over uncalibrated imprinting
 by `bench/enrollment_probe.py` (docs/experiments.md, issue 13).
 """
@@ -38,7 +47,8 @@ MAX_FIT_EXAMPLES_PER_CLASS = 50  # balances the fit of M over a long-tailed trai
 VALIDATION_PER_CLASS = 20        # trained photos per class that set the offset b
 MAX_VALIDATION = 20_000
 DEFAULT_TRAINED_BUDGET = 0.01
-CALIBRATION_VERSION = 2  # bump when the saved calibration changes meaning
+SAME_FOOTING_TOLERANCE = 0.005  # top-1 the class means may lose against the head (step 6)
+CALIBRATION_VERSION = 3  # bump when the saved calibration changes meaning
 CALIBRATION_FILE = "enrollment_calibration.npz"  # in a model's run folder
 HEADS = ("visual", "semantic", "fused")
 
@@ -158,6 +168,9 @@ class HeadCalibration:
     scale: float                  # a
     validation: np.ndarray        # [M, D_in] unit features of sampled training photos
     trained_max: np.ndarray       # [M] their best trained logit
+    class_means: np.ndarray | None = None  # [C, D_in] unit: trained classes on the same
+    #                                        footing as enrolled ones (step 6), or None
+    held_out: dict | None = None  # held-out top-1 of the head and of the class means
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,17 +188,27 @@ class Calibration:
                 "text_variance": self.text_variance,
                 "text_map_alpha": None if self.text_map is None else self.text_map.alpha,
                 "score_scale": {k: h.scale for k, h in self.heads.items()},
-                "validation_photos": {k: len(h.trained_max) for k, h in self.heads.items()}}
+                "validation_photos": {k: len(h.trained_max) for k, h in self.heads.items()},
+                "same_footing": {k: h.class_means is not None for k, h in self.heads.items()},
+                "held_out_top1": {k: h.held_out for k, h in self.heads.items() if h.held_out}}
 
 
-def fit_calibration(train, heads: dict, num_classes: int, seed: int = 0) -> Calibration:
+def _top1(scores, labels) -> float:
+    return float(np.mean(np.argmax(scores, axis=1) == labels)) if len(labels) else 0.0
+
+
+def fit_calibration(train, heads: dict, num_classes: int, seed: int = 0,
+                    held_out=None) -> Calibration:
     """Fits the text map, the text weight and each head's score scale on the trained classes,
-    and keeps a class-balanced sample of training photos to set offsets at enrolment.
+    keeps a class-balanced sample of training photos to set offsets at enrolment, and decides
+    per head whether enrolled classes go on the same footing as the trained ones (step 6).
 
     Args:
       train: dict of numpy arrays over training examples: `labels` [N], `visual` [N, D] and,
         for text models, `listing` [N, D] (s0) and `semantic` [N, D] (s with its own image).
       heads: head name -> HeadRows; names from HEADS.
+      held_out: the same for held-out examples of the trained classes (the eval split), or
+        None: then no head goes on the same footing (nothing to check it on).
     """
     labels = np.asarray(train["labels"]).reshape(-1)
     keep = (labels >= 0) & (labels < num_classes)
@@ -213,9 +236,23 @@ def fit_calibration(train, heads: dict, num_classes: int, seed: int = 0) -> Cali
         own = head.logits(z)[np.arange(len(labels)), labels]  # [N] each photo's own logit
         cos_own = np.sum(unit(z) * unit(means[labels]), axis=1)
         slope = np.polyfit(cos_own, own, 1)[0] if np.ptp(cos_own) > 0 else 1.0
+        same_footing, held_out_top1 = None, None
+        if held_out is not None:
+            h_labels = np.asarray(held_out["labels"]).reshape(-1)
+            h_keep = (h_labels >= 0) & (h_labels < num_classes)
+            h_z = head_features(name, {k: np.asarray(v)[h_keep] for k, v in held_out.items()
+                                       if k != "labels"})
+            h_labels = h_labels[h_keep]
+            held_out_top1 = {"photos": int(len(h_labels)),
+                             "head": _top1(head.logits(h_z), h_labels),
+                             "class_means": _top1(unit(h_z) @ unit(means).T, h_labels)}
+            if len(h_labels) and (held_out_top1["class_means"]
+                                  >= held_out_top1["head"] - SAME_FOOTING_TOLERANCE):
+                same_footing = unit(means).astype(np.float32)
         head_calibrations[name] = HeadCalibration(
             float(max(slope, 1e-3)), unit(z[validation]).astype(np.float32),
-            head.logits(z[validation]).max(axis=1).astype(np.float32))
+            head.logits(z[validation]).max(axis=1).astype(np.float32), same_footing,
+            held_out_top1)
     return Calibration(text_map, float(text_weight), photo_variance, float(text_variance),
                        head_calibrations)
 
@@ -265,22 +302,34 @@ class EnrolledScores:
     prototypes: np.ndarray  # [N, D_in], unit rows
     scale: float
     offset: float
+    # [C, D_in] unit class means: the trained classes are scored `scale * cos(z, mean)` too
+    # (step 6), replacing the trained head's logits; None: the trained head's logits stay.
+    trained_prototypes: np.ndarray | None = None
 
     def logits(self, z):
         return self.scale * unit(z) @ self.prototypes.T + self.offset
 
+    def trained_logits(self, z, head: HeadRows):
+        """The trained classes' logits next to these enrolled ones."""
+        if self.trained_prototypes is None:
+            return head.logits(z)
+        return self.scale * unit(z) @ np.asarray(self.trained_prototypes, np.float64).T
+
 
 def enrolled_scores(calibration: Calibration, head: str, prototypes,
                     trained_budget: float = DEFAULT_TRAINED_BUDGET) -> EnrolledScores:
-    """The offset b of one head's enrolled classes (all of them, old and new): the lowest b
+    """How one head scores its enrolled classes (all of them, old and new). On the same footing
+    (step 6): like the trained classes' means, b = 0. Otherwise the offset b is the lowest
     such that at most `trained_budget` of the validation photos would be answered with an
-    enrolled class."""
+    enrolled class. No enrolled class: nothing changes."""
     if not 0.0 <= trained_budget < 1.0:
         raise ValueError(f"trained_budget={trained_budget!r}: must be in [0, 1)")
     h = calibration.heads[head]
     prototypes = unit(prototypes)
     if len(prototypes) == 0:
         return EnrolledScores(prototypes, h.scale, 0.0)
+    if h.class_means is not None:
+        return EnrolledScores(prototypes, h.scale, 0.0, h.class_means)
     best_new = h.scale * np.max(h.validation.astype(np.float64) @ prototypes.T, axis=1)
     margin = best_new - h.trained_max  # > -b: an enrolled class would win that photo
     limit = float(np.quantile(margin, 1.0 - trained_budget, method="higher"))
@@ -303,6 +352,10 @@ def save_calibration(calibration: Calibration, path) -> None:
     for name, h in calibration.heads.items():
         arrays.update({f"{name}.scale": h.scale, f"{name}.validation": h.validation,
                        f"{name}.trained_max": h.trained_max})
+        if h.class_means is not None:
+            arrays[f"{name}.class_means"] = h.class_means
+        if h.held_out:
+            arrays.update({f"{name}.held_out.{k}": v for k, v in h.held_out.items()})
     np.savez(path, **arrays)
 
 
@@ -315,8 +368,15 @@ def load_calibration(path) -> Calibration | None:
         if "text.coef" in data:
             text_map = RidgeMap(data["text.coef"], data["text.intercept"],
                                 float(data["text.alpha"]), float(data["text.loo_mse"]))
-        heads = {n: HeadCalibration(float(data[f"{n}.scale"]), data[f"{n}.validation"],
-                                    data[f"{n}.trained_max"])
-                 for n in HEADS if f"{n}.scale" in data}
+        heads = {}
+        for n in HEADS:
+            if f"{n}.scale" not in data:
+                continue
+            held_out = {k: data[f"{n}.held_out.{k}"].item()
+                        for k in ("photos", "head", "class_means")
+                        if f"{n}.held_out.{k}" in data} or None
+            heads[n] = HeadCalibration(
+                float(data[f"{n}.scale"]), data[f"{n}.validation"], data[f"{n}.trained_max"],
+                data[f"{n}.class_means"] if f"{n}.class_means" in data else None, held_out)
         return Calibration(text_map, float(data["text_weight"]), float(data["photo_variance"]),
                            float(data["text_variance"]), heads)

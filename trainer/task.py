@@ -268,8 +268,8 @@ def run_fn(fn_args):
         from sicot.trainer import enrolled_model, enrollment
 
         start = time.perf_counter()
-        calibration = enrolled_model.fit_model_calibration(model, fn_args.train_files,
-                                                           tf_transform_output)
+        calibration = enrolled_model.fit_model_calibration(
+            model, fn_args.train_files, tf_transform_output, eval_files=fn_args.eval_files)
         enrollment.save_calibration(calibration, os.path.join(model_run_dir,
                                                               enrollment.CALIBRATION_FILE))
         history["enrollment_calibration_seconds"] = time.perf_counter() - start

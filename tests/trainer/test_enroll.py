@@ -10,7 +10,7 @@ import tensorflow_text  # noqa: F401  (registers the tokenizer ops of the TFT gr
 
 from sicot.cli import main
 from sicot.errors import UserError
-from sicot.trainer import enroll
+from sicot.trainer import enroll, enrollment
 
 
 def _load_keras(folder):
@@ -47,8 +47,8 @@ def test_empty_catalogue_changes_nothing_for_trained_classes(trained, tmp_path, 
             np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), rtol=1e-6, atol=1e-7)
 
 
-def test_trained_logits_are_unchanged_and_enrolled_classes_appended(trained, enrolled,
-                                                                    enroll_queries):
+def test_trained_logits_are_kept_or_put_on_the_same_footing_and_enrolled_appended(
+        trained, enrolled, enroll_queries):
     import tensorflow_transform as tft
 
     from sicot.trainer.enrolled_model import transform_raw
@@ -62,9 +62,24 @@ def test_trained_logits_are_unchanged_and_enrolled_classes_appended(trained, enr
     pixels, tokens = transform_raw(tto, enroll_queries, ["word1 sale"] * 8)
     inputs = {"image": pixels, "tokens": tokens}
     a, b = base(inputs, training=False), new(inputs, training=False)
-    for key in ("visual_logits", "semantic_logits", "fused_logits"):
+    calibration = enrollment.load_calibration(os.path.join(enrolled["out"], "run",
+                                                           enrollment.CALIBRATION_FILE))
+    features = {"visual": np.asarray(a["embedding"]), "semantic": np.asarray(a["semantic"])}
+    features["fused"] = np.concatenate([features["visual"], features["semantic"]], axis=1)
+    same_footing = enrolled["report"]["calibration"]["same_footing"]
+    assert list(new.same_footing) == [h for h in ("visual", "semantic", "fused")
+                                      if same_footing[h]]
+    for head in ("visual", "semantic", "fused"):
+        key = f"{head}_logits"
         assert b[key].shape[1] == a[key].shape[1] + 2
-        np.testing.assert_array_equal(b[key][:, :base.num_classes], a[key])
+        h = calibration.heads[head]
+        if same_footing[head]:  # the trained classes by their class means, at the same scale
+            expected = h.scale * enrollment.unit(features[head]) @ h.class_means.T
+            np.testing.assert_allclose(b[key][:, :base.num_classes], expected, rtol=1e-4,
+                                       atol=1e-4)
+        else:
+            assert h.class_means is None
+            np.testing.assert_array_equal(b[key][:, :base.num_classes], a[key])
     for a_weight, b_weight in zip(base.get_weights(), new.base.get_weights()):
         np.testing.assert_array_equal(a_weight, b_weight)
 

@@ -126,13 +126,75 @@ def test_enrolled_classes_neither_swallow_nor_are_swallowed_in_a_known_world():
 def test_calibration_save_and_load_round_trip(tmp_path):
     world = _world()
     head = E.HeadRows("linear", world["mu"], np.zeros(40))
-    calibration = E.fit_calibration(world, {"visual": head}, 40)
+    held_out = {k: world[k][::3] for k in ("labels", "visual", "listing", "semantic")}
+    calibration = E.fit_calibration(world, {"visual": head}, 40, held_out=held_out)
+    assert calibration.heads["visual"].held_out is not None
     E.save_calibration(calibration, tmp_path / "c.npz")
     loaded = E.load_calibration(tmp_path / "c.npz")
     assert loaded.summary() == calibration.summary()
+    if calibration.heads["visual"].class_means is not None:
+        np.testing.assert_array_equal(loaded.heads["visual"].class_means,
+                                      calibration.heads["visual"].class_means)
     x = world["listing"][:3]
     np.testing.assert_allclose(loaded.text_map(x), calibration.text_map(x))
     np.testing.assert_array_equal(loaded.heads["visual"].validation,
                                   calibration.heads["visual"].validation)
     np.savez(tmp_path / "old.npz", text_weight=1.0)  # an older format: refitted, not misread
     assert E.load_calibration(tmp_path / "old.npz") is None
+
+
+def _linear_world(seed=3, classes=60, trained=50, per_class=40, dim=8):
+    """Class directions on a sphere; a photo is its class direction times a random length
+    (0.5-2) plus noise, so a linear head's logits grow with |z| as trained linear heads' do."""
+    rng = np.random.default_rng(seed)
+    mu = E.unit(rng.normal(size=(classes, dim)))
+
+    def photos(labels):
+        length = rng.uniform(0.5, 2.0, size=(len(labels), 1))
+        return length * (mu[labels] + rng.normal(size=(len(labels), dim)) * 0.15)
+
+    train_labels = np.repeat(np.arange(trained), per_class)
+    held_labels = np.repeat(np.arange(trained), 10)
+    head = E.HeadRows("linear", 6.0 * mu[:trained], np.zeros(trained))
+    return rng, mu, photos, head, ({"labels": train_labels, "visual": photos(train_labels)},
+                                   {"labels": held_labels, "visual": photos(held_labels)})
+
+
+def test_same_footing_scores_trained_and_enrolled_classes_alike_when_the_means_hold_up():
+    rng, mu, photos, head, (train, held_out) = _linear_world()
+    calibration = E.fit_calibration(train, {"visual": head}, 50, held_out=held_out)
+    h = calibration.heads["visual"]
+    assert h.class_means is not None and h.held_out["photos"] == 500
+    assert h.held_out["class_means"] >= h.held_out["head"] - E.SAME_FOOTING_TOLERANCE
+    budget_only = E.fit_calibration(train, {"visual": head}, 50)  # no held-out photos
+    assert budget_only.heads["visual"].class_means is None
+    test_labels = np.repeat(np.arange(60), 40)
+    queries = photos(test_labels)
+    new = test_labels >= 50
+    before = np.mean(np.argmax(head.logits(queries[~new]), 1) == test_labels[~new])
+    accuracy = {}
+    for name, cal in (("same footing", calibration), ("budget", budget_only)):
+        protos = np.stack([mu[c] + rng.normal(size=8) * 0.15 for c in range(50, 60)])  # 1 photo
+        scores = E.enrolled_scores(cal, "visual", protos, 0.01)
+        assert (scores.trained_prototypes is not None) == (name == "same footing")
+        logits = np.concatenate([scores.trained_logits(queries, head), scores.logits(queries)], 1)
+        predicted = np.argmax(logits, 1)
+        accuracy[name] = (np.mean(predicted[new] == test_labels[new]),
+                          np.mean(predicted[~new] == test_labels[~new]))
+    assert accuracy["same footing"][0] > 0.5  # chance is 1/60
+    assert accuracy["same footing"][0] > accuracy["budget"][0] + 0.1
+    assert accuracy["same footing"][1] >= before - 0.01
+
+
+def test_same_footing_is_refused_when_the_class_means_lose_on_held_out_photos():
+    """Two noisy training photos per class: their means are poor stand-ins for a head whose
+    rows sit at the true class directions, and the held-out photos show it."""
+    rng, mu, photos, head, (_, held_out) = _linear_world()
+    labels = np.repeat(np.arange(50), 2)
+    train = {"labels": labels, "visual": mu[labels] + rng.normal(size=(100, 8)) * 0.6}
+    calibration = E.fit_calibration(train, {"visual": head}, 50, held_out=held_out)
+    h = calibration.heads["visual"]
+    assert h.class_means is None
+    assert h.held_out["class_means"] < h.held_out["head"] - E.SAME_FOOTING_TOLERANCE
+    scores = E.enrolled_scores(calibration, "visual", mu[50:52], 0.01)
+    assert scores.trained_prototypes is None and scores.offset != 0.0
