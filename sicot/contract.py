@@ -141,3 +141,9 @@ IMAGE_ONLY = "image_only"
 IMAGE_TEXT = "image_text"
 QUERY_MODES = (IMAGE_ONLY, IMAGE_TEXT)
 QUERY_MODE_SIGNATURES = {IMAGE_ONLY: IMAGE_SIGNATURE, IMAGE_TEXT: IMAGE_TEXT_SIGNATURE}
+
+# A TFX Model artifact (the Trainer's, and the pipeline's Enroller's, laid out alike): the
+# SavedModel in <uri>/Format-Serving (what the Evaluator, Canary and Pusher read; TFX's
+# path_constants.SERVING_MODEL_DIR), the files a later warm start reads in <uri>/warm_start.
+SERVING_MODEL_DIR = "Format-Serving"
+WARM_START_DIR = "warm_start"

@@ -16,6 +16,8 @@ out like a `sicot train --out` folder, so `sicot evaluate --model OUT` and `sico
     OUT/train_report.json               the base model's report + what was enrolled
     OUT/catalogue_quarantine.jsonl      catalogue lines or photos that could not be used
 How a class is built from photos and listing text: `sicot.trainer.enrollment`.
+The pipeline's Enroller (`sicot run --catalog`, `sicot.pipeline.enroller`) runs the same
+`enroll_model` on the Trainer's artifacts (`enroll_for_pipeline`).
 """
 from __future__ import annotations
 
@@ -50,16 +52,39 @@ def register(subparsers) -> None:
     p.add_argument("--catalog", required=True,
                    help="catalogue JSONL: {label, title, tags, images} per line")
     p.add_argument("--out", required=True, help="output folder (like `sicot train --out`)")
-    p.add_argument("--max-images-per-sku", type=int, default=None, metavar="K",
-                   help="enrol at most K photos per SKU (the first K good ones)")
-    p.add_argument("--no-text", action="store_true",
-                   help="ignore the listing text (photos only, as a visual-only model)")
-    p.add_argument("--trained-budget", type=float, default=enrollment.DEFAULT_TRAINED_BUDGET,
-                   metavar="SHARE",
-                   help="at most this share of the trained classes' own training photos may be "
-                        "answered with an enrolled class; sets the enrolled classes' offset "
-                        f"(default {enrollment.DEFAULT_TRAINED_BUDGET})")
+    add_enroll_options(p)
     p.set_defaults(handler=_enroll_command)
+
+
+def add_enroll_options(parser) -> None:
+    """The enrolment options, shared by `sicot enroll` and `sicot run/compile --catalog`."""
+    parser.add_argument("--max-images-per-sku", type=int, default=None, metavar="K",
+                        help="enrol at most K photos per SKU (the first K good ones)")
+    parser.add_argument("--no-text", action="store_true",
+                        help="ignore the listing text (photos only, as a visual-only model)")
+    parser.add_argument("--trained-budget", type=float,
+                        default=enrollment.DEFAULT_TRAINED_BUDGET, metavar="SHARE",
+                        help="at most this share of the trained classes' own training photos "
+                             "may be answered with an enrolled class; sets the enrolled "
+                             f"classes' offset (default {enrollment.DEFAULT_TRAINED_BUDGET})")
+
+
+def enroll_settings(max_images_per_sku: int | None = None, use_text: bool = True,
+                    trained_budget: float = enrollment.DEFAULT_TRAINED_BUDGET) -> dict:
+    """The enrolment settings checked (keyword arguments of `enroll_model` by these names,
+    as the pipeline's Enroller gets them); UserError names a bad one."""
+    if max_images_per_sku is not None and (isinstance(max_images_per_sku, bool)
+                                           or not isinstance(max_images_per_sku, int)
+                                           or max_images_per_sku < 0):
+        raise UserError(f"--max-images-per-sku {max_images_per_sku}: must be >= 0")
+    if not 0.0 <= trained_budget < 1.0:
+        raise UserError(f"--trained-budget {trained_budget}: must be in [0, 1)")
+    return {"max_images_per_sku": max_images_per_sku, "use_text": bool(use_text),
+            "trained_budget": float(trained_budget)}
+
+
+def enroll_settings_from_args(args) -> dict:
+    return enroll_settings(args.max_images_per_sku, not args.no_text, args.trained_budget)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,14 +355,20 @@ def _new_version_dir(base: str) -> str:
     return new_version(base)
 
 
-def enroll_folder(model_dir: str, catalogue_path: str, out_dir: str,
-                  max_images: int | None = None, use_text: bool = True,
-                  trained_budget: float = enrollment.DEFAULT_TRAINED_BUDGET, log=print) -> dict:
-    """`sicot enroll` without the argument parsing; returns the enrolment report."""
+def enroll_model(folder: ModelFolder, catalogue_path: str, *, serving_dir: str, run_dir: str,
+                 quarantine_path: str, max_images: int | None = None, use_text: bool = True,
+                 trained_budget: float = enrollment.DEFAULT_TRAINED_BUDGET,
+                 log=print, log_name: str = "sicot enroll") -> dict:
+    """Enrols a catalogue into the model of `folder` and writes the result: the SavedModel
+    (trained + enrolled classes, search signatures) to `serving_dir`, the run files
+    (model.keras, class names, search items, calibration, enrolment.json) to `run_dir`, the
+    quarantined catalogue lines to `quarantine_path`. Local paths. Returns the enrolment
+    report. Shared by `sicot enroll` (`enroll_folder`) and the pipeline's Enroller
+    (`enroll_for_pipeline`)."""
     import keras
     import tensorflow_transform as tft
 
-    from sicot.data.catalogue import QUARANTINE_FILE, read_catalogue
+    from sicot.data.catalogue import read_catalogue
     from sicot.trainer.export import export_serving_model
     from sicot.data.search_index import ITEMS_FILE, SearchItems
     from sicot.trainer import (enrolled_sicot_model, sicot_model,  # noqa: F401  (Keras
@@ -345,10 +376,6 @@ def enroll_folder(model_dir: str, catalogue_path: str, out_dir: str,
     from sicot.trainer.task import KERAS_MODEL_FILE
 
     wall = time.perf_counter()
-    folder = read_model_folder(model_dir)
-    out_dir = os.path.abspath(out_dir)
-    if os.path.abspath(model_dir) == out_dir:
-        raise UserError(f"--out {out_dir} must not be the --model folder")
     catalogue = read_catalogue(catalogue_path, max_images=max_images)
     tf_transform_output = tft.TFTransformOutput(folder.transform_output)
     model = keras.saving.load_model(folder.keras_path)
@@ -360,12 +387,10 @@ def enroll_folder(model_dir: str, catalogue_path: str, out_dir: str,
     result = enroll_skus(model, calibration, tf_transform_output, class_names, catalogue.skus,
                          use_text=use_text, items=items, trained_budget=trained_budget)
     enrol_seconds = time.perf_counter() - start
-    run_dir = os.path.join(out_dir, "run")
     os.makedirs(run_dir, exist_ok=True)
     catalogue.quarantine.extend(result.quarantine)
-    catalogue.write_quarantine(os.path.join(out_dir, QUARANTINE_FILE))
+    catalogue.write_quarantine(quarantine_path)
     start = time.perf_counter()
-    serving_dir = _new_version_dir(os.path.join(out_dir, "export"))
     export_serving_model(result.model, tf_transform_output, serving_dir,
                          class_names=result.class_names, search_items=result.items)
     export_seconds = time.perf_counter() - start
@@ -378,38 +403,134 @@ def enroll_folder(model_dir: str, catalogue_path: str, out_dir: str,
         shutil.copyfile(base_calibration, os.path.join(run_dir, CALIBRATION_FILE))
     else:
         enrollment.save_calibration(calibration, os.path.join(run_dir, CALIBRATION_FILE))
-    report = dict(result.report, catalogue=catalogue.summary(), base_model=os.path.abspath(
-        model_dir), enrol_seconds=enrol_seconds, export_seconds=export_seconds,
-        total_seconds=time.perf_counter() - wall, saved_model=serving_dir,
-        num_classes=len(result.class_names))
+    report = dict(result.report, catalogue=catalogue.summary(), base_model=folder.path,
+                  enrol_seconds=enrol_seconds, export_seconds=export_seconds,
+                  total_seconds=time.perf_counter() - wall, saved_model=serving_dir,
+                  num_classes=len(result.class_names), quarantine=quarantine_path)
     with open(os.path.join(run_dir, ENROLMENT_FILE), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2, ensure_ascii=False)
-    train_report = dict(folder.report, transform_output=folder.transform_output,
-                        transformed_files={"train": folder.train_files,
-                                           "eval": folder.eval_files},
-                        saved_model=serving_dir,
-                        enrolled_from=os.path.abspath(model_dir),
-                        enrolment={k: report[k] for k in ("skus", "new_classes",
-                                                          "updated_classes", "enrolled_classes",
-                                                          "items")})
-    with open(os.path.join(out_dir, TRAIN_REPORT), "w", encoding="utf-8") as f:
-        json.dump(train_report, f, indent=2, ensure_ascii=False)
     summary = catalogue.summary()
-    log(f"sicot enroll: {summary['lines']} catalogue lines -> {report['new_classes']} new and "
+    log(f"{log_name}: {summary['lines']} catalogue lines -> {report['new_classes']} new and "
         f"{report['updated_classes']} updated enrolled classes, {report['trained_labels']} "
         f"trained labels ({len(result.class_names)} classes in all), "
         f"{report['items']} search items; {len(catalogue.quarantine)} quarantined"
-        + (f" (see {os.path.join(out_dir, QUARANTINE_FILE)})" if catalogue.quarantine else "")
+        + (f" (see {quarantine_path})" if catalogue.quarantine else "")
         + f"; enrolment {enrol_seconds:.1f}s, export {export_seconds:.1f}s; "
           f"SavedModel {serving_dir}")
     return report
 
 
+def enroll_folder(model_dir: str, catalogue_path: str, out_dir: str,
+                  max_images: int | None = None, use_text: bool = True,
+                  trained_budget: float = enrollment.DEFAULT_TRAINED_BUDGET, log=print) -> dict:
+    """`sicot enroll` without the argument parsing; returns the enrolment report."""
+    from sicot.data.catalogue import QUARANTINE_FILE
+
+    folder = read_model_folder(model_dir)
+    folder.path = os.path.abspath(model_dir)
+    out_dir = os.path.abspath(out_dir)
+    if folder.path == out_dir:
+        raise UserError(f"--out {out_dir} must not be the --model folder")
+    serving_dir = _new_version_dir(os.path.join(out_dir, "export"))
+    report = enroll_model(folder, catalogue_path, serving_dir=serving_dir,
+                          run_dir=os.path.join(out_dir, "run"),
+                          quarantine_path=os.path.join(out_dir, QUARANTINE_FILE),
+                          max_images=max_images, use_text=use_text,
+                          trained_budget=trained_budget, log=log)
+    train_report = dict(folder.report, transform_output=folder.transform_output,
+                        transformed_files={"train": folder.train_files,
+                                           "eval": folder.eval_files},
+                        saved_model=serving_dir,
+                        enrolled_from=folder.path,
+                        enrolment={k: report[k] for k in ("skus", "new_classes",
+                                                          "updated_classes", "enrolled_classes",
+                                                          "items")})
+    with open(os.path.join(out_dir, TRAIN_REPORT), "w", encoding="utf-8") as f:
+        json.dump(train_report, f, indent=2, ensure_ascii=False)
+    return report
+
+
+def _copy_tree(source: str, destination: str) -> None:
+    """Copies a folder (local or a URL, any tf.io.gfile scheme) file by file."""
+    import tensorflow as tf
+
+    for folder, _, files in tf.io.gfile.walk(source):
+        relative = os.path.relpath(folder, source) if folder != source else ""
+        target = os.path.join(destination, relative) if relative else destination
+        tf.io.gfile.makedirs(target)
+        for name in files:
+            tf.io.gfile.copy(os.path.join(folder, name), os.path.join(target, name),
+                             overwrite=True)
+
+
+def enroll_for_pipeline(trained_model: str, trained_model_run: str, transform_graph: str,
+                        transformed_examples: str, catalogue_path: str, model: str,
+                        model_run: str, quarantine: str, settings: dict | None = None,
+                        log=print) -> dict:
+    """The pipeline's Enroller (`sicot.pipeline.enroller`, which calls this by dotted name):
+    `enroll_model` from the Trainer's artifacts (URIs) into artifacts laid out like the
+    Trainer's, so that the Evaluator, the Canary and the Pusher take the enrolled model as
+    they take a trained one:
+        <model>/Format-Serving/       the enrolled SavedModel
+        <model>/warm_start/           the trained model's warm-start files, copied: a later
+                                      `--warm-start` run starts from the trained classes and
+                                      the Enroller enrols the catalogue again
+        <model_run>/                  the run files of `sicot enroll --out`'s run/ folder
+        <quarantine>/catalogue_quarantine.jsonl
+    `settings`: `enroll_settings` fields. URIs may be remote (gs://...): enrolment reads and
+    writes local files, so the base run files are staged in and the outputs copied out.
+    Returns the enrolment report."""
+    import tempfile
+
+    import tensorflow as tf
+
+    from sicot.data.catalogue import QUARANTINE_FILE
+    from sicot.data.search_index import ITEMS_FILE
+    from sicot.paths import is_remote
+    from sicot.trainer.task import KERAS_MODEL_FILE
+
+    settings = enroll_settings(**dict(settings or {}))
+    with tempfile.TemporaryDirectory(prefix="sicot_enroller_") as tmp:
+        run_dir = trained_model_run
+        if is_remote(trained_model_run):
+            run_dir = os.path.join(tmp, "trained_run")
+            os.makedirs(run_dir)
+            for name in (KERAS_MODEL_FILE, CALIBRATION_FILE, CLASS_NAMES_FILE, ITEMS_FILE):
+                if tf.io.gfile.exists(os.path.join(trained_model_run, name)):
+                    tf.io.gfile.copy(os.path.join(trained_model_run, name),
+                                     os.path.join(run_dir, name))
+        # The examples fit a calibration only when the trained model has none saved.
+        eval_split = os.path.join(transformed_examples, "Split-eval")
+        folder = ModelFolder(trained_model, run_dir, {}, transform_graph,
+                             [os.path.join(transformed_examples, "Split-train", "*")],
+                             [os.path.join(eval_split, "*")] if tf.io.gfile.isdir(eval_split)
+                             else [])
+        if not os.path.isfile(folder.keras_path):
+            raise ValueError(f"the Trainer's model run {trained_model_run} has no "
+                             f"{KERAS_MODEL_FILE}")
+        outputs = {uri: (os.path.join(tmp, name) if is_remote(uri) else uri)
+                   for name, uri in (("model", model), ("model_run", model_run),
+                                     ("quarantine", quarantine))}
+        report = enroll_model(
+            folder, catalogue_path,
+            serving_dir=os.path.join(outputs[model], contract.SERVING_MODEL_DIR),
+            run_dir=outputs[model_run],
+            quarantine_path=os.path.join(outputs[quarantine], QUARANTINE_FILE),
+            max_images=settings["max_images_per_sku"], use_text=settings["use_text"],
+            trained_budget=settings["trained_budget"], log=log, log_name="Enroller")
+        warm_start = os.path.join(trained_model, contract.WARM_START_DIR)
+        if tf.io.gfile.isdir(warm_start):
+            _copy_tree(warm_start, os.path.join(outputs[model], contract.WARM_START_DIR))
+        for uri, local in outputs.items():
+            if local != uri:
+                _copy_tree(local, uri)
+    report.update(saved_model=os.path.join(model, contract.SERVING_MODEL_DIR),
+                  quarantine=os.path.join(quarantine, QUARANTINE_FILE))
+    return report
+
+
 def _enroll_command(args) -> int:
-    if args.max_images_per_sku is not None and args.max_images_per_sku < 0:
-        raise UserError(f"--max-images-per-sku {args.max_images_per_sku}: must be >= 0")
-    if not 0.0 <= args.trained_budget < 1.0:
-        raise UserError(f"--trained-budget {args.trained_budget}: must be in [0, 1)")
-    enroll_folder(args.model, args.catalog, args.out, max_images=args.max_images_per_sku,
-                  use_text=not args.no_text, trained_budget=args.trained_budget)
+    settings = enroll_settings_from_args(args)
+    enroll_folder(args.model, args.catalog, args.out, max_images=settings["max_images_per_sku"],
+                  use_text=settings["use_text"], trained_budget=settings["trained_budget"])
     return 0

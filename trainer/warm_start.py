@@ -29,7 +29,9 @@ import os
 
 import numpy as np
 
-WARM_START_DIR = "warm_start"
+from sicot import contract
+
+WARM_START_DIR = contract.WARM_START_DIR
 KERAS_FILE = "model.keras"
 VOCABULARIES_FILE = "vocabularies.json"
 # Settings that decide weight shapes or which weights exist: they must match.

@@ -23,6 +23,7 @@ import pathlib
 from typing import Iterable
 
 from sicot import contract
+from sicot import paths as sicot_paths
 from sicot.data import importer
 from sicot.data.manifest import read_manifest
 from sicot.errors import UserError
@@ -52,7 +53,7 @@ class CatalogueSku:
 
 @dataclasses.dataclass
 class Catalogue:
-    path: pathlib.Path
+    path: pathlib.Path | str  # a local path, or the URL of a remote catalogue
     skus: list[CatalogueSku]
     quarantine: list[dict]      # {"source", "record", "reason"[, "image"]}
     lines: int                  # non-blank lines read
@@ -90,13 +91,20 @@ def read_catalogue(path, config: importer.ImportConfig = importer.ImportConfig()
                    max_images: int | None = None) -> Catalogue:
     """Parses and checks a catalogue file; never raises for a bad line (see the module doc).
 
-    Raises UserError only when the file itself cannot be read."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise UserError(f"--catalog {path}: no such file")
+    Raises UserError only when the file itself cannot be read. `path` may be a URL
+    (gs://..., any tf.io.gfile scheme): its photos are then read relative to its folder URL."""
+    if sicot_paths.is_remote(path):
+        path = sicot_paths.normalize_url(str(path))
+        if not sicot_paths.exists(path):
+            raise UserError(f"--catalog {path}: no such file")
+        folder = path.rsplit("/", 1)[0]
+    else:
+        path = pathlib.Path(path)
+        if not path.is_file():
+            raise UserError(f"--catalog {path}: no such file")
+        folder = path.parent
     if max_images is not None and max_images < 0:
         raise UserError(f"--max-images-per-sku {max_images}: must be >= 0")
-    folder = path.parent
     skus: list[CatalogueSku] = []
     quarantine: list[dict] = []
     first_line: dict[str, str] = {}

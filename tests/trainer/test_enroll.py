@@ -215,3 +215,51 @@ def test_enroll_command_line_errors(capsys, tmp_path):
     code = main(["enroll", "--model", str(tmp_path), "--catalog", str(tmp_path / "c.jsonl"),
                  "--out", str(tmp_path / "o")])
     assert code == 2 and "run/model.keras" in capsys.readouterr().err
+
+
+def test_pipeline_enrolment_is_sicot_enroll_on_trainer_artifacts(trained, catalogue, enrolled,
+                                                                 enroll_queries, tmp_path):
+    """`enroll_for_pipeline` (the Enroller's body) on Trainer-like artifacts on a remote
+    file system (ram://): the same model as `sicot enroll`, laid out like the Trainer's."""
+    base = f"ram://enroller_{tmp_path.name}"
+    source = trained["sicot"]
+    enroll._copy_tree(os.path.join(source, "export", "1"), f"{base}/trainer/Format-Serving")
+    enroll._copy_tree(os.path.join(source, "export", "warm_start"), f"{base}/trainer/warm_start")
+    enroll._copy_tree(os.path.join(source, "run"), f"{base}/trainer_run")
+    enroll._copy_tree(os.path.dirname(catalogue), f"{base}/catalogue")
+    report = json.load(open(os.path.join(source, "train_report.json")))
+    out = {k: f"{base}/enroller/{k}" for k in ("model", "model_run", "quarantine")}
+    result = enroll.enroll_for_pipeline(
+        trained_model=f"{base}/trainer", trained_model_run=f"{base}/trainer_run",
+        transform_graph=report["transform_output"], transformed_examples=f"{base}/unused",
+        catalogue_path=f"{base}/catalogue/catalogue.jsonl", settings={},
+        log=lambda *_: None, **out)
+    assert (result["new_classes"], result["num_classes"]) == (2, enrolled["report"]["num_classes"])
+    gfile = tf.io.gfile
+    assert gfile.exists(f"{out['model']}/Format-Serving/saved_model.pb")
+    assert gfile.exists(f"{out['model']}/warm_start/model.keras")  # for a later --warm-start
+    assert json.loads(gfile.GFile(f"{out['model_run']}/class_names.json").read()) == json.load(
+        open(os.path.join(enrolled["out"], "run", "class_names.json")))
+    quarantine = [json.loads(l) for l in gfile.GFile(
+        f"{out['quarantine']}/catalogue_quarantine.jsonl").read().splitlines()]
+    assert sorted((q["source"], q["reason"].split(":")[0]) for q in quarantine) == [
+        ("catalogue.jsonl:1", "missing_image"), ("catalogue.jsonl:4", "bad_json"),
+        ("catalogue.jsonl:5", "no_evidence")]
+    # the served answers are those of the `sicot enroll` SavedModel
+    pipeline_model = tf.saved_model.load(f"{out['model']}/Format-Serving")
+    images = tf.constant(enroll_queries)
+    a = pipeline_model.signatures["serving_default"](image=images)
+    b = _saved(enrolled["out"]).signatures["serving_default"](image=images)
+    np.testing.assert_array_equal(a["classes"].numpy(), b["classes"].numpy())
+    np.testing.assert_allclose(a["scores"].numpy(), b["scores"].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_enroll_settings_name_the_bad_value():
+    assert enroll.enroll_settings() == {"max_images_per_sku": None, "use_text": True,
+                                        "trained_budget": 0.01}
+    with pytest.raises(UserError, match="--trained-budget 1.0"):
+        enroll.enroll_settings(trained_budget=1.0)
+    with pytest.raises(UserError, match="--max-images-per-sku -1"):
+        enroll.enroll_settings(max_images_per_sku=-1)
+    with pytest.raises(TypeError):
+        enroll.enroll_settings(max_images=3)  # the Enroller's JSON settings: known keys only
