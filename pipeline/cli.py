@@ -8,7 +8,7 @@ import shlex
 from sicot import contract
 from sicot.errors import UserError
 from sicot.pipeline import configs
-from sicot.trainer import options
+from sicot.trainer import enroll, options
 
 
 def register(subparsers) -> None:
@@ -121,6 +121,16 @@ def _add_model_args(parser: argparse.ArgumentParser, schema_default="curated") -
                         help="held-out records per batch request (default 16)")
     canary.add_argument("--canary-requests", type=int, default=None, metavar="N",
                         help="timed single-row requests per signature (default 20)")
+    enrol = parser.add_argument_group(
+        "catalogue enrolment (Enroller after the Trainer; docs/pipeline.md)",
+        "With --catalog, the SKUs of a catalogue JSONL are enrolled into the trained model by "
+        "the code of `sicot enroll` (no gradient step), and the enrolled model is the one the "
+        "Evaluator, the canary and the Pusher evaluate, bless and push. Bad catalogue lines are "
+        "quarantined with their line and reason (the Enroller's quarantine artifact).")
+    enrol.add_argument("--catalog", default=None, metavar="FILE.jsonl",
+                       help="catalogue to enrol after training ({label, title, tags, images} "
+                            "per line, photos relative to its folder)")
+    enroll.add_enroll_options(enrol)
     parser.add_argument("--score-splits", default="", metavar="SPLITS",
                         help="batch-score these splits (e.g. train,eval,test) with the blessed "
                              "candidate: predictions, suspected mislabelled and near-duplicate "
@@ -182,7 +192,13 @@ def _settings(args) -> dict:
     if args.span_folder and args.span_folder.count("{SPAN}") != 1:
         raise UserError(f"--span-folder {args.span_folder!r}: must hold {{SPAN}} once, e.g. "
                         "'day-{SPAN}'")
+    enroll_config = enroll.enroll_settings_from_args(args)
+    if not args.catalog and enroll_config != enroll.enroll_settings():
+        raise UserError("--max-images-per-sku, --no-text and --trained-budget set the "
+                        "enrolment of --catalog: pass --catalog FILE.jsonl too")
     return dict(
+        catalog=args.catalog or None,
+        enroll_config=enroll_config if args.catalog else None,
         rolling_spans=args.rolling_spans,
         warm_start=args.warm_start,
         pipeline_name=args.pipeline_name,
@@ -211,6 +227,10 @@ def _run(args) -> int:
     if args.max_bad_fraction is not None and not 0.0 <= args.max_bad_fraction <= 1.0:
         raise UserError(f"--max-bad-fraction must be in [0, 1], got {args.max_bad_fraction}")
     settings = _settings(args)
+    if args.catalog:
+        settings["catalog"] = absolute(args.catalog)
+        if not is_remote(settings["catalog"]) and not os.path.isfile(settings["catalog"]):
+            raise UserError(f"--catalog {args.catalog}: no such file")
     try:
         beam_args = configs.beam_pipeline_args(args.beam_preset,
                                                extra=shlex.split(args.beam_args))
@@ -266,6 +286,14 @@ def _compile(args) -> int:
                         "only LatestArtifactStrategy and LatestBlessedModelStrategy resolvers, "
                         "not the SpanRangeStrategy a rolling window needs; on Vertex each run "
                         "trains on the latest span (with --warm-start from the last model)")
+    if args.catalog:
+        from sicot.paths import is_remote
+
+        if not is_remote(args.catalog):
+            raise UserError(f"--catalog {args.catalog}: the compiled pipeline runs on other "
+                            "machines, which cannot read a file of this one; give the URL of "
+                            "a copy they can read (gs://BUCKET/catalogue/catalogue.jsonl, its "
+                            "photos beside it)")
     splits = [s for s in contract.SPLITS if not (args.no_eval_split and s == contract.EVAL_SPLIT)]
     folder = f"{args.span_folder}/" if args.span_folder else ""
     if args.data_format == "tfrecord":

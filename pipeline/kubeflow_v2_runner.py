@@ -77,4 +77,5 @@ if __name__ == "__main__":
         pipeline_root=os.environ.get("SICOT_PIPELINE_ROOT", "gs://YOUR_BUCKET/sicot/tfx"),
         serving_dir=os.environ.get("SICOT_SERVING_DIR", "gs://YOUR_BUCKET/sicot/serving"),
         pipeline_name=os.environ.get("SICOT_PIPELINE_NAME", configs.PIPELINE_NAME),
+        catalog=os.environ.get("SICOT_CATALOG") or None,  # gs://... catalogue: the Enroller
     )

@@ -22,6 +22,8 @@ ENV (all optional except SICOT_DATA):
   SICOT_BEAM_PRESET     direct (default) | direct-parallel | flink | spark
   SICOT_ALLOW_UNSEEN_LABELS   splits (eval,test) that may hold labels train never has
   SICOT_NO_CACHE=1      disable caching
+  SICOT_CATALOG         catalogue JSONL enrolled after the Trainer (the Enroller; `sicot run
+                        --catalog`), with its default enrolment settings
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import os
 from typing import Any, Dict, Optional, Sequence
 
 from sicot import console
+from sicot.paths import absolute
 from sicot.pipeline import configs
 from sicot.pipeline import pipeline as sicot_pipeline
 from sicot.trainer import options
@@ -128,7 +131,9 @@ def settings_from_env(env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     name = env.get("SICOT_PIPELINE_NAME", configs.PIPELINE_NAME)
     home = os.path.abspath(env.get("SICOT_HOME", "runs"))
     transform, model = options.configs_from_env(env)
+    catalog = env.get("SICOT_CATALOG") or None
     return dict(
+        catalog=absolute(catalog) if catalog else None,
         data_root=os.path.abspath(env["SICOT_DATA"]),
         pipeline_name=name,
         pipeline_root=os.path.abspath(env.get("SICOT_PIPELINE_ROOT",

@@ -8,6 +8,9 @@
   -> ValidationGate (raises on any anomaly of either; passes the schema on)
   -> Transform (analyze train; transform every split)
   -> Trainer (run_fn by dotted name; TensorBoard logs in the ModelRun artifact)
+  -> Enroller (optional, `catalog`: the catalogue's SKUs enrolled into the trained model by
+     `sicot enroll`'s code; its Model artifact, laid out like the Trainer's, is the candidate
+     everything below evaluates, blesses and pushes)
   -> Evaluator (TFMA on the test split, sliced by band_xf; blessing gates against the latest
      blessed model) -> ErrorReport (report.html: band table, accuracy against training count,
      confused pairs with thumbnails, TFMA confusion matrix) and Canary (the candidate served on loopback by the `sicot serve` server,
@@ -189,6 +192,8 @@ def create_pipeline(
     stop_after: Optional[str] = None,
     rolling_spans: Optional[int] = None,
     warm_start: bool = False,
+    catalog: Optional[str] = None,
+    enroll_config: Optional[Mapping[str, Any]] = None,
 ):
     """Builds the SICoT `tfx.dsl.Pipeline`.
 
@@ -232,10 +237,18 @@ def create_pipeline(
       warm_start: the Trainer gets the latest trained model as `base_model` (a
         LatestArtifactStrategy resolver over the Trainer's models; none on the first run)
         and run_fn starts from its weights (`sicot.trainer.warm_start`).
+      catalog: a catalogue JSONL (`sicot.data.catalogue`; local path or URL the components
+        can read): an Enroller after the Trainer enrols its SKUs (`configs.ENROLL_FN`, the
+        code of `sicot enroll`) and its model is the candidate of the Evaluator, ErrorReport,
+        Canary, Pusher and BulkInferrer; None = no Enroller, the Trainer's model is the
+        candidate.
+      enroll_config: `sicot.trainer.enroll.enroll_settings` fields (max_images_per_sku,
+        use_text, trained_budget) for the Enroller.
     """
     from tfx import v1 as tfx
 
     from sicot.pipeline.canary import Canary
+    from sicot.pipeline.enroller import Enroller, catalogue_fingerprint
     from sicot.pipeline.error_report import ErrorReport
     from sicot.pipeline.manifest_example_gen import ManifestExampleGen
     from sicot.pipeline.scoring_report import ScoringReport
@@ -356,6 +369,21 @@ def create_pipeline(
         else:
             trainer = tfx.components.Trainer(**trainer_kwargs)
         components.append(trainer)
+        candidate = trainer.outputs["model"]
+        if catalog:
+            enroller = Enroller(
+                trained_model=trainer.outputs["model"],
+                trained_model_run=trainer.outputs["model_run"],
+                transform_graph=transform.outputs["transform_graph"],
+                transformed_examples=transform.outputs["transformed_examples"],
+                catalog=catalog, catalog_fingerprint=catalogue_fingerprint(catalog),
+                settings=json.dumps(dict(enroll_config or {}), sort_keys=True),
+                enroll_fn=configs.ENROLL_FN)
+            components.append(enroller)
+            candidate = enroller.outputs["model"]
+    elif catalog:
+        raise ValueError(f"catalog {catalog}: the Enroller needs the Trainer "
+                         f"(stop_after={stop_after!r})")
 
     if stop_after is None:
         model_resolver = tfx.dsl.Resolver(
@@ -366,22 +394,22 @@ def create_pipeline(
         evaluator = tfx.components.Evaluator(
             examples=example_gen.outputs["examples"],
             example_splits=[configs.EVALUATE_SPLIT],
-            model=trainer.outputs["model"],
+            model=candidate,
             baseline_model=model_resolver.outputs["model"],
             eval_config=_eval_config(thresholds))
         error_report = ErrorReport(
-            model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
+            model=candidate, examples=example_gen.outputs["examples"],
             evaluation=evaluator.outputs["evaluation"],
             transform_graph=transform.outputs["transform_graph"], split=configs.EVALUATE_SPLIT,
             band_edges=",".join(str(v) for v in (transform_config or {}).get("band_edges", ())))
         canary = Canary(
-            model=trainer.outputs["model"],
+            model=candidate,
             model_blessing=evaluator.outputs["blessing"],
             examples=example_gen.outputs["examples"],
             limits=json.dumps(dict(canary_limits or {}), sort_keys=True),
             canary_fn=configs.CANARY_FN)
         pusher = tfx.components.Pusher(
-            model=trainer.outputs["model"],
+            model=candidate,
             model_blessing=evaluator.outputs["blessing"],
             infra_blessing=canary.outputs["blessing"],
             push_destination=tfx.proto.PushDestination(
@@ -392,7 +420,7 @@ def create_pipeline(
             if unknown:
                 raise ValueError(f"score_splits: unknown split(s) {unknown}")
             bulk_inferrer = tfx.components.BulkInferrer(
-                examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
+                examples=example_gen.outputs["examples"], model=candidate,
                 model_blessing=evaluator.outputs["blessing"],
                 data_spec=tfx.proto.DataSpec(example_splits=list(score_splits)),
                 model_spec=tfx.proto.ModelSpec(

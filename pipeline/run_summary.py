@@ -240,6 +240,16 @@ def format_summary(runs: Dict[str, ComponentRun], serving_dir: Optional[str] = N
     if trainer and trainer.outputs.get("model_run"):
         logdir = trainer.outputs["model_run"][0]
         lines.append(f"TensorBoard logs: {logdir}\n  open with: tensorboard --logdir {logdir}")
+    enroller = runs.get("Enroller")
+    if enroller and enroller.outputs.get("model"):
+        model, quarantine = (enroller.properties.get(k, {}) for k in ("model", "quarantine"))
+        lines.append(f"Enroller: catalogue {model.get('catalogue', '?')} enrolled, "
+                     f"{model.get('enrolled_classes', '?')} enrolled classes "
+                     f"({model.get('num_classes', '?')} in all); the enrolled model is the "
+                     "candidate below")
+        if quarantine.get("quarantined"):
+            lines.append(f"  {quarantine['quarantined']} catalogue line(s)/photo(s) "
+                         f"quarantined: {quarantine.get('file', '?')}")
     evaluator = runs.get("Evaluator")
     if evaluator and evaluator.outputs.get("evaluation"):
         blessed = evaluator.properties.get("blessing", {}).get("blessed")
