@@ -160,9 +160,17 @@ def tfma_confusion(saved_model_dir: str, records: Sequence[dict], work_dir: str,
 
 
 def class_names_of(saved_model_dir: str) -> List[str]:
-    """The label vocabulary (class id order) the export carries in assets/label."""
+    """The class names (class id order) of an export: every class, enrolled ones too
+    (`export.CLASS_NAMES_FILE`); for an export older than that file, the Transform's label
+    vocabulary in assets/label (trained classes only)."""
     import tensorflow as tf
 
+    from sicot.trainer.export import CLASS_NAMES_FILE
+
+    names = os.path.join(saved_model_dir, CLASS_NAMES_FILE)
+    if tf.io.gfile.exists(names):
+        with tf.io.gfile.GFile(names, "r") as f:
+            return json.loads(f.read())
     path = os.path.join(saved_model_dir, "assets", contract.LABEL_VOCAB_NAME)
     with tf.io.gfile.GFile(path, "r") as f:
         return [line.rstrip("\n") for line in f]

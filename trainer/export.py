@@ -24,6 +24,7 @@ Raw features absent at serving (label, title, tags, record_id) are filled with '
 """
 from __future__ import annotations
 
+import json
 import os
 
 from sicot import contract
@@ -31,6 +32,9 @@ from sicot.trainer import images
 
 # The Transform's `label_counts` ('count label' lines), copied beside the model.
 LABEL_COUNTS_FILE = os.path.join("assets.extra", contract.LABEL_COUNTS_VOCAB_NAME)
+# Every class name in class-id order (the Transform's labels, then any enrolled ones): the
+# Transform's assets/label vocabulary names the trained classes only.
+CLASS_NAMES_FILE = os.path.join("assets.extra", "class_names.json")
 SEARCH_TOP_K = 10
 
 def _parse_spec(raw_feature_spec):
@@ -169,6 +173,8 @@ def export_serving_model(model, tf_transform_output, export_dir: str, top_k: int
     tf.io.gfile.makedirs(os.path.dirname(counts_path))
     tf.io.gfile.copy(tf_transform_output.vocabulary_file_by_name(contract.LABEL_COUNTS_VOCAB_NAME),
                      counts_path, overwrite=True)
+    with tf.io.gfile.GFile(os.path.join(export_dir, CLASS_NAMES_FILE), "w") as f:
+        f.write(json.dumps(class_names, ensure_ascii=False))
     return export_dir
 
 

@@ -238,8 +238,12 @@ def test_pipeline_enrolment_is_sicot_enroll_on_trainer_artifacts(trained, catalo
     gfile = tf.io.gfile
     assert gfile.exists(f"{out['model']}/Format-Serving/saved_model.pb")
     assert gfile.exists(f"{out['model']}/warm_start/model.keras")  # for a later --warm-start
-    assert json.loads(gfile.GFile(f"{out['model_run']}/class_names.json").read()) == json.load(
-        open(os.path.join(enrolled["out"], "run", "class_names.json")))
+    names = json.load(open(os.path.join(enrolled["out"], "run", "class_names.json")))
+    assert json.loads(gfile.GFile(f"{out['model_run']}/class_names.json").read()) == names
+    # the export names every class, for the ErrorReport's confusion pairs and `evaluate`
+    from sicot.trainer.error_analysis import class_names_of
+
+    assert class_names_of(f"{out['model']}/Format-Serving") == names
     quarantine = [json.loads(l) for l in gfile.GFile(
         f"{out['quarantine']}/catalogue_quarantine.jsonl").read().splitlines()]
     assert sorted((q["source"], q["reason"].split(":")[0]) for q in quarantine) == [
