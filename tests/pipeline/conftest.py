@@ -12,14 +12,15 @@ COLOURS = [(220, 30, 30), (30, 200, 40), (40, 60, 230), (230, 210, 20), (200, 40
            (20, 200, 210), (250, 140, 10), (120, 120, 120), (90, 40, 10), (250, 250, 250)]
 
 
-def image_bytes(class_index: int, seed: int, size: int = 32, fmt: str = "JPEG") -> bytes:
-    """A small product-like picture: a coloured square (class colour) on noise."""
+def image_bytes(class_index: int, seed: int, size: int = 32, fmt: str = "JPEG",
+                colour=None) -> bytes:
+    """A small product-like picture: a coloured square (class colour, or `colour`) on noise."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
     pixels = rng.integers(0, 60, size=(size, size, 3), dtype=np.uint8)
     lo, hi = size // 4, 3 * size // 4
-    pixels[lo:hi, lo:hi] = COLOURS[class_index % len(COLOURS)]
+    pixels[lo:hi, lo:hi] = colour if colour is not None else COLOURS[class_index % len(COLOURS)]
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format=fmt)
     return buf.getvalue()

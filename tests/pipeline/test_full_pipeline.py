@@ -1,8 +1,10 @@
 """The whole pipeline on a tiny generated dataset with the real components (slow, ~6 min on
 2 busy cores): a Trainer failure, the resumed run (upstream outputs reused from the cache),
-and an unchanged re-run (everything up to the Trainer cached; the Evaluator re-runs because
-the baseline is now the model blessed by the previous run)."""
+and a re-run with a catalogue (everything up to the Trainer cached; the Enroller enrols the
+catalogue into the trained model, and the enrolled model is evaluated against the model blessed
+by the previous run, then served by the Canary and pushed)."""
 import glob
+import json
 import os
 
 import numpy as np
@@ -103,15 +105,83 @@ def test_pipeline_end_to_end_with_resume_and_cache(tmp_path, datasets, capsys):
     scores = out["scores"].numpy()
     assert np.all(scores >= 0) and np.all(np.diff(scores, axis=1) <= 1e-6)
 
-    # 3. Unchanged re-run: everything up to the Trainer comes from the cache.
-    assert cli.main(cli_args) == 0
+    # 3. Re-run with a catalogue: everything up to the Trainer comes from the cache, the
+    # Enroller enrols the catalogue into the cached trained model (the code of `sicot enroll`),
+    # and its model is what the Evaluator compares with the baseline (the model blessed in
+    # step 2), the Canary serves and the Pusher pushes. The change gates are opened: an
+    # enrolled class may take a photo or two of these 20 test photos (up to its budget, 1% of
+    # the training photos), 5 points each; the gates themselves: test_blessing_gates.py.
+    catalogue = _write_catalogue(tmp_path / "catalogue", datasets)
+    assert cli.main(cli_args + ["--catalog", str(catalogue), "--max-overall-drop", "1",
+                                "--max-few-drop", "1"]) == 0
+    printed = capsys.readouterr().out
     runs = run_summary.latest_run(mlmd, "sicot")
     for node in UPSTREAM + ["Trainer"]:
         assert runs[node].state == "CACHED", (node, runs[node].state)
-    # the Evaluator compared against the baseline (the model blessed in step 2: itself)
+    enroller = runs["Enroller"]
+    assert enroller.state == "COMPLETE"
+    assert enroller.inputs["trained_model"] == runs["Trainer"].outputs["model"]
+    for node in ("Evaluator", "ErrorReport", "Canary", "Pusher"):
+        assert runs[node].inputs["model"] == enroller.outputs["model"], node
+    assert enroller.properties["model"]["num_classes"] == 10 + 2
+    quarantine_dir = enroller.outputs["quarantine"][0]
+    quarantine = [json.loads(line) for line in open(
+        os.path.join(quarantine_dir, "catalogue_quarantine.jsonl"))]
+    assert sorted((q["source"], q["reason"].split(":")[0]) for q in quarantine) == [
+        ("catalogue.jsonl:3", "bad_json"), ("catalogue.jsonl:4", "missing_image"),
+        ("catalogue.jsonl:4", "no_evidence")]
+    assert enroller.properties["quarantine"]["quarantined"] == 3
+    assert "2 enrolled classes (12 in all)" in printed and "3 catalogue line(s)" in printed
+    # the Evaluator compared the enrolled candidate with the baseline, and blessed it
     assert runs["Evaluator"].state == "COMPLETE"
     assert runs["Evaluator"].properties["blessing"]["blessed"] == 1
     from tensorflow_model_analysis.writers import eval_config_writer
 
     _, _, _, models = eval_config_writer.load_eval_run(runs["Evaluator"].outputs["evaluation"][0])
     assert set(models) == {"candidate", "baseline"}, models
+    assert models["candidate"].startswith(enroller.outputs["model"][0]), models
+    # pushed as a new version, which answers with the trained and the enrolled classes
+    assert runs["Canary"].properties["blessing"]["blessed"] == 1
+    new_versions = sorted(set(os.listdir(serving)) - set(versions))
+    assert len(new_versions) == 1
+    assert f"Pushed model: {os.path.join(serving, new_versions[0])}" in printed
+    pushed = os.path.join(serving, new_versions[0])
+    from sicot.trainer.error_analysis import class_names_of
+
+    trained_names = class_names_of(os.path.join(runs["Trainer"].outputs["model"][0],
+                                                "Format-Serving"))
+    assert sorted(trained_names) == [f"class-{c:02d}" for c in range(10)]
+    assert class_names_of(pushed) == trained_names + list(NEW_SKUS)
+    enrolled = tf.saved_model.load(pushed)
+    photos = tf.constant([datasets.image_bytes(0, seed=s, colour=colour)
+                          for colour, s in NEW_SKUS.values()]
+                         + [datasets.image_bytes(c, seed=99) for c in range(3)])
+    out = enrolled.signatures["serving_default"](image=photos)
+    assert out["scores"].shape == (5, 5)
+    assert {c.decode() for c in out["classes"].numpy().ravel()} <= set(trained_names) | set(
+        NEW_SKUS)
+    # the catalogue's photos are searchable in the pushed model: each finds itself first
+    found = enrolled.signatures["search_image"](image=photos[:2])
+    assert [row[0].decode() for row in found["item_ids"].numpy()] == [
+        f"{label}/photos/{label}0.jpg" for label in NEW_SKUS]
+    np.testing.assert_allclose(found["scores"].numpy()[:, 0], 1.0, atol=1e-5)
+
+
+# label -> (square colour, seed of its first photo): colours none of the 10 classes has
+NEW_SKUS = {"violet-new": ((140, 0, 255), 501), "pink-new": ((255, 150, 190), 601)}
+
+
+def _write_catalogue(folder, datasets):
+    """Two new SKUs with photos, a broken line, and a SKU whose only photo is missing (its
+    line then has no photo and no known word: quarantined too)."""
+    os.makedirs(folder / "photos")
+    lines = []
+    for label, (colour, seed) in NEW_SKUS.items():
+        photos = [f"photos/{label}{i}.jpg" for i in range(2)]
+        for i, photo in enumerate(photos):
+            (folder / photo).write_bytes(datasets.image_bytes(0, seed=seed + i, colour=colour))
+        lines.append(json.dumps({"label": label, "title": f"{label} box", "tags": ["new"],
+                                 "images": photos}))
+    lines += ["{broken", json.dumps({"label": "ghost", "images": ["photos/missing.jpg"]})]
+    (folder / "catalogue.jsonl").write_text("\n".join(lines) + "\n")
+    return folder / "catalogue.jsonl"
