@@ -3,6 +3,10 @@
     sicot compile --target vertex --out sicot_pipeline.json --image IMAGE \
         --data gs://bucket/dataset --pipeline-root gs://bucket/tfx --serving-dir gs://bucket/serving
 
+With `--catalog gs://BUCKET/catalogue/catalogue.jsonl` (`SICOT_CATALOG` for the TFX CLI) an
+Enroller after the Trainer enrols that catalogue (photos beside it) and its model is the one
+evaluated and pushed (docs/pipeline.md, "Catalogue enrolment").
+
 `IMAGE` is a container with this repository installed (`pip install .` on top of the
 `gcr.io/tfx-oss-public/tfx:1.16.0` image); every component, including ManifestExampleGen and
 the ValidationGate, runs in it. Submit the JSON with
