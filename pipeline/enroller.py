@@ -79,8 +79,8 @@ def Enroller(  # noqa: N802 - TFX component names are classes
 ) -> None:
     """Enrols `catalog` into the trained model (see the module doc).
 
-    `transformed_examples` (train split) is read only when the trained model has no saved
-    enrolment calibration (a sampled-head model), to fit one. `settings`: JSON of
+    `transformed_examples` (train split, and eval when there is one) are read only when the
+    trained model has no saved enrolment calibration (a sampled-head model), to fit one. `settings`: JSON of
     `sicot.trainer.enroll.enroll_settings` fields (max_images_per_sku, use_text,
     trained_budget). A catalogue that cannot be read stops the run with an error naming it;
     bad lines are quarantined, not fatal."""
