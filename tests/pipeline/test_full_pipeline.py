@@ -109,8 +109,8 @@ def test_pipeline_end_to_end_with_resume_and_cache(tmp_path, datasets, capsys):
     # Enroller enrols the catalogue into the cached trained model (the code of `sicot enroll`),
     # and its model is what the Evaluator compares with the baseline (the model blessed in
     # step 2), the Canary serves and the Pusher pushes. The change gates are opened: an
-    # enrolled class may take a photo or two of these 20 test photos (up to its budget, 1% of
-    # the training photos), 5 points each; the gates themselves: test_blessing_gates.py.
+    # enrolled class may take a photo or two of these 20 test photos, 5 points each; the
+    # gates themselves: test_blessing_gates.py.
     catalogue = _write_catalogue(tmp_path / "catalogue", datasets)
     assert cli.main(cli_args + ["--catalog", str(catalogue), "--max-overall-drop", "1",
                                 "--max-few-drop", "1"]) == 0
