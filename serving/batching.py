@@ -13,6 +13,11 @@ its batch scheduler; with one thread, a slow batch holds every request behind it
 `allowed_batch_sizes`, a merged batch is padded up to the next allowed size by repeating its
 first row and the padding rows are dropped from the outputs, so the model only ever sees those
 batch sizes (TF Serving's rule: increasing, the last one equal to `max_batch_size`).
+
+One difference from TF Serving: inside the server (`arriving` given), a batch does not wait for
+company that cannot come. When its queue is empty and no other request is being received, it
+closes at once, so a lone request or a closed loop of clients that are all waiting for answers
+does not pay `batch_timeout_micros` for nothing.
 """
 from __future__ import annotations
 
@@ -110,14 +115,20 @@ class SignatureBatcher:
       options: BatchingOptions.
       on_batch: called with the row count of every merged call (for metrics and tests).
       name: for the worker thread and log lines.
+      arriving: how many requests the server has received and not yet submitted (being parsed
+        and checked). When given, a batch whose queue is empty closes as soon as no request is
+        arriving instead of waiting out `batch_timeout_micros`: nobody else can join it. None
+        (no way to know) keeps TF Serving's rule: wait for the timeout.
     """
 
     def __init__(self, run: Callable[[Inputs], Outputs], options: BatchingOptions,
-                 on_batch: Callable[[int], None] | None = None, name: str = "batcher"):
+                 on_batch: Callable[[int], None] | None = None, name: str = "batcher",
+                 arriving: Callable[[], int] | None = None):
         self.run = run
         self.options = options
         self.on_batch = on_batch
         self.name = name
+        self.arriving = arriving
         self._queue: collections.deque[_Task] = collections.deque()
         self._queued_rows = 0
         self._cond = threading.Condition()
@@ -182,6 +193,8 @@ class SignatureBatcher:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or self._closed:
                         break
+                    if self.arriving is not None and self.arriving() == 0:
+                        break  # every request the server holds is queued or running already
                     self._cond.wait(remaining)
                 self._queued_rows -= rows
                 return batch

@@ -66,14 +66,16 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         import tensorflow as tf
 
         spec = request.model_spec
-        inputs = {}
-        for name, proto in request.inputs.items():
-            try:
-                inputs[name] = tf.make_ndarray(proto)
-            except Exception as e:
-                raise invalid_argument(f"Input '{name}' is not a valid TensorProto: {e}")
-        version, signature, outputs = self.server.predict(
-            spec.name, _version(spec), spec.signature_name, inputs, list(request.output_filter))
+        with self.server.request() as tracked:  # the signature runs on this (grpcio's) thread
+            inputs = {}
+            for name, proto in request.inputs.items():
+                try:
+                    inputs[name] = tf.make_ndarray(proto)
+                except Exception as e:
+                    raise invalid_argument(f"Input '{name}' is not a valid TensorProto: {e}")
+            version, signature, outputs = self.server.predict(
+                spec.name, _version(spec), spec.signature_name, inputs, list(request.output_filter),
+                tracked)
         response = predict_pb2.PredictResponse()
         response.model_spec.name = spec.name
         response.model_spec.version.value = version

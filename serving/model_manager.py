@@ -76,18 +76,22 @@ class ModelManager:
       batching: BatchingOptions, or None for direct calls.
       on_batch: `(signature_name, rows)` callback for every signature call.
       on_change: called with no arguments after every load or unload (for metrics).
+      arriving: the server's count of requests not yet submitted, for the batchers (see
+        SignatureBatcher).
     """
 
     def __init__(self, model_name: str, base_path: str, poll_seconds: float = 2.0,
                  batching: BatchingOptions | None = None,
                  on_batch: Callable[[str, int], None] | None = None,
-                 on_change: Callable[[], None] | None = None):
+                 on_change: Callable[[], None] | None = None,
+                 arriving: Callable[[], int] | None = None):
         self.model_name = model_name
         self.base_path = absolute(base_path)
         self.poll_seconds = poll_seconds
         self.batching = batching
         self.on_batch = on_batch
         self.on_change = on_change
+        self.arriving = arriving
         self._serving: dict[int, LoadedModel] = {}  # replaced, never mutated: lock-free reads
         self._states: dict[int, VersionState] = {}
         self._failed: dict[int, tuple] = {}  # version -> fingerprint of the saved_model.pb that failed
@@ -161,7 +165,8 @@ class ModelManager:
         try:
             fingerprint = _fingerprint(export_dir)
             loaded = LoadedModel(self.model_name, version, export_dir,
-                                 batching=self.batching, on_batch=self.on_batch)
+                                 batching=self.batching, on_batch=self.on_batch,
+                                 arriving=self.arriving)
         except Exception as e:
             message = f"Failed to load version {version} of model {self.model_name} from {export_dir}: " \
                       f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"

@@ -8,7 +8,7 @@
 Paths are matched with the regular expressions of tensorflow_serving/model_servers/
 http_rest_api_util.cc; any other /v1/ path is INVALID_ARGUMENT ("Malformed request"), as there.
 Errors are {"error": "<message>"} with the HTTP status of the canonical code. Model calls run
-on a thread pool so the event loop never blocks on TensorFlow.
+off the event loop (serving/server.py), so the loop never blocks on TensorFlow.
 """
 from __future__ import annotations
 
@@ -39,6 +39,10 @@ def _json_response(doc, status: int = 200) -> web.Response:
 
 def _error_response(error: ServingError) -> web.Response:
     return _json_response({"error": error.message}, status=error.http_status)
+
+
+def _predict_response(outputs, fmt) -> bytes:
+    return tensor_json.dumps(tensor_json.make_predict_response(outputs, fmt))
 
 
 def _parse_path(match) -> tuple[str, int | None]:
@@ -102,30 +106,30 @@ class RestApi:
             raise too_large
 
     async def _predict(self, request: web.Request, match) -> web.Response:
-        name, version = _parse_path(match)
-        verb = match.group(4).lower()
-        try:
-            body = await self._read_body(request)
-        except ServingError as e:
-            # 413 is the HTTP answer to a body over the limit (gRPC says RESOURCE_EXHAUSTED).
-            return _json_response({"error": e.message}, status=413)
-        if verb != "predict":
-            raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                               f":{verb} is not implemented by this server: TF2/Keras SavedModels have "
-                               "predict signatures only; use :predict")
-        loop = asyncio.get_running_loop()
-        doc = await loop.run_in_executor(self.server.executor, self._predict_sync, name, version, body)
-        return web.Response(body=doc, content_type="application/json")
+        with self.server.request() as tracked:  # from the headers on
+            name, version = _parse_path(match)
+            verb = match.group(4).lower()
+            try:
+                body = await self._read_body(request)
+                tracked.size = len(body)
+            except ServingError as e:
+                # 413 is the HTTP answer to a body over the limit (gRPC says RESOURCE_EXHAUSTED).
+                return _json_response({"error": e.message}, status=413)
+            if verb != "predict":
+                raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
+                                   f":{verb} is not implemented by this server: TF2/Keras SavedModels "
+                                   "have predict signatures only; use :predict")
+            model = self.server.manager.get(name, version)  # one version for parsing and running
 
-    def _predict_sync(self, name: str, version: int | None, body: bytes) -> bytes:
-        model = self.server.manager.get(name, version)  # one version for parsing and running
+            def specs(signature_name):
+                return model.input_specs[model.signature(signature_name)]
 
-        def specs(signature_name):
-            return model.input_specs[model.signature(signature_name)]
-
-        signature_name, inputs, fmt = tensor_json.parse_predict_request(body, specs)
-        _, _, outputs = self.server.predict_on(model, signature_name, inputs)
-        return tensor_json.dumps(tensor_json.make_predict_response(outputs, fmt))
+            signature_name, inputs, fmt = await self.server.off_loop(
+                len(body), tensor_json.parse_predict_request, body, specs)
+            _, _, outputs = await self.server.predict_async(tracked, model, signature_name, inputs)
+            doc = await self.server.off_loop(sum(a.size for a in outputs.values()),
+                                             _predict_response, outputs, fmt)
+            return web.Response(body=doc, content_type="application/json")
 
     async def _status_or_metadata(self, match) -> web.Response:
         name, version = _parse_path(match)

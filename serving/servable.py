@@ -7,6 +7,8 @@ TF Serving reports them.
 """
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import dataclasses
 import logging
 import os
@@ -75,11 +77,14 @@ class LoadedModel:
       export_dir: the version directory.
       batching: BatchingOptions to merge concurrent calls, or None to call directly.
       on_batch: `(signature_name, rows)` callback for every merged call.
+      arriving: the server's count of requests received but not yet submitted (see
+        SignatureBatcher), or None.
     """
 
     def __init__(self, name: str, version: int, export_dir: str,
                  batching: BatchingOptions | None = None,
-                 on_batch: Callable[[str, int], None] | None = None):
+                 on_batch: Callable[[str, int], None] | None = None,
+                 arriving: Callable[[], int] | None = None):
         import tensorflow as tf
 
         _import_custom_ops()
@@ -88,6 +93,7 @@ class LoadedModel:
         self.export_dir = export_dir
         self.batching = batching
         self.on_batch = on_batch
+        self.arriving = arriving
         self.signature_defs = read_signature_defs(export_dir)
         self._saved_model = tf.saved_model.load(export_dir)
         self.signatures = dict(self._saved_model.signatures)
@@ -216,39 +222,77 @@ class LoadedModel:
                     on_batch = lambda rows, s=signature_name: self.on_batch(s, rows)  # noqa: E731
                 batcher = SignatureBatcher(
                     lambda inputs, s=signature_name: self._call(s, inputs), self.batching,
-                    on_batch=on_batch, name=f"{self.name}-v{self.version}-{signature_name}")
+                    on_batch=on_batch, name=f"{self.name}-v{self.version}-{signature_name}",
+                    arriving=self.arriving)
                 self._batchers[signature_name] = batcher
             return batcher
 
-    def predict(self, signature_name: str | None, inputs: Mapping[str, np.ndarray],
-                output_filter: Sequence[str] = ()) -> tuple[str, dict[str, np.ndarray]]:
-        """Runs a signature (through the batcher when batching is on); returns (name, outputs)."""
+    def _prepare(self, signature_name: str | None, inputs: Mapping[str, np.ndarray],
+                 output_filter: Sequence[str]) -> tuple[str, dict[str, np.ndarray]]:
         signature_name = self.signature(signature_name)
         unknown = [k for k in output_filter if k not in self.output_specs[signature_name]]
         if unknown:
             raise invalid_argument(
                 f"output tensor alias not found in signature {signature_name}: {', '.join(unknown)} "
                 f"(outputs: {', '.join(sorted(self.output_specs[signature_name]))})")
-        checked = self.check_inputs(signature_name, inputs)
+        return signature_name, self.check_inputs(signature_name, inputs)
+
+    def _call_direct(self, signature_name: str, checked: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = self._call(signature_name, checked)
+        if self.on_batch is not None:
+            first = next(iter(checked.values()))
+            self.on_batch(signature_name, first.shape[0] if first.ndim else 1)
+        return outputs
+
+    def _submit(self, batcher: SignatureBatcher, checked) -> concurrent.futures.Future | None:
+        try:
+            return batcher.submit(checked)
+        except ServingError as e:
+            # This version was unloaded between lookup and submit: it is still in memory,
+            # so answer directly rather than fail the request during a version swap.
+            if e.code != grpc.StatusCode.UNAVAILABLE or not self._closed:
+                raise
+            return None
+
+    @staticmethod
+    def _filter(outputs: dict[str, np.ndarray], output_filter: Sequence[str]) -> dict[str, np.ndarray]:
+        return {k: outputs[k] for k in output_filter} if output_filter else outputs
+
+    def predict(self, signature_name: str | None, inputs: Mapping[str, np.ndarray],
+                output_filter: Sequence[str] = (),
+                submitted: Callable[[], None] | None = None) -> tuple[str, dict[str, np.ndarray]]:
+        """Runs a signature on this thread, or through the batcher when batching is on; returns
+        (name, outputs). `submitted()` is called once the request is queued (or about to run)."""
+        signature_name, checked = self._prepare(signature_name, inputs, output_filter)
         batcher = self._batcher(signature_name)
-        if batcher is None:
-            outputs = self._call(signature_name, checked)
-            if self.on_batch is not None:
-                first = next(iter(checked.values()))
-                self.on_batch(signature_name, first.shape[0] if first.ndim else 1)
+        future = None if batcher is None else self._submit(batcher, checked)
+        if submitted is not None:
+            submitted()
+        outputs = self._call_direct(signature_name, checked) if future is None else future.result()
+        return signature_name, self._filter(outputs, output_filter)
+
+    async def predict_async(self, signature_name: str | None, inputs: Mapping[str, np.ndarray],
+                            output_filter: Sequence[str] = (),
+                            executor: concurrent.futures.Executor | None = None,
+                            submitted: Callable[[], None] | None = None,
+                            ) -> tuple[str, dict[str, np.ndarray]]:
+        """`predict` for a request handled on an asyncio loop. With batching the signature runs
+        on a batch thread and the loop waits for the result; without, it runs on `executor`
+        (one thread hand-off each way), or on the loop itself when `executor` is None.
+        `submitted()` is called once the request is queued (or about to run unbatched)."""
+        signature_name, checked = self._prepare(signature_name, inputs, output_filter)
+        batcher = self._batcher(signature_name)
+        future = None if batcher is None else self._submit(batcher, checked)
+        if submitted is not None:
+            submitted()
+        if future is None and executor is None:
+            outputs = self._call_direct(signature_name, checked)
+        elif future is None:
+            outputs = await asyncio.get_running_loop().run_in_executor(
+                executor, self._call_direct, signature_name, checked)
         else:
-            try:
-                future = batcher.submit(checked)
-            except ServingError as e:
-                # This version was unloaded between lookup and submit: it is still in memory,
-                # so answer directly rather than fail the request during a version swap.
-                if e.code != grpc.StatusCode.UNAVAILABLE or not self._closed:
-                    raise
-                future = None
-            outputs = self._call(signature_name, checked) if future is None else future.result()
-        if output_filter:
-            outputs = {k: outputs[k] for k in output_filter}
-        return signature_name, outputs
+            outputs = await asyncio.wrap_future(future)
+        return signature_name, self._filter(outputs, output_filter)
 
     def close(self) -> None:
         """Drains and stops the batch queues; in-flight direct calls finish on their own."""

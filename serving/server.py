@@ -37,6 +37,10 @@ DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 # Same rule and default as `sicot import` (ImportConfig.max_pixels): what could be trained on
 # can be served; larger images (decompression bombs) are refused from their header.
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+# REST bodies and outputs up to this size (bytes or values) are parsed and formatted on the
+# event loop itself, larger ones on the request pool; and only requests up to this size may run
+# their signature on the loop (see PredictRequest).
+INLINE_WORK_LIMIT = 256 * 1024
 
 
 @dataclasses.dataclass
@@ -51,7 +55,7 @@ class ServerOptions:
     poll_seconds: float = 2.0            # --file_system_poll_wait_seconds
     batching: BatchingOptions | None = None  # --enable_batching + --batching_parameters_file
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
-    num_threads: int = 32                # request threads (gRPC pool, REST executor)
+    num_threads: int = 32                # request threads (gRPC pool, REST model pool)
     max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS  # None: no limit (serving/image_limits.py)
     intra_op_parallelism: int = 0        # --tensorflow_intra_op_parallelism (0: TF's default)
     inter_op_parallelism: int = 0        # --tensorflow_inter_op_parallelism (0: TF's default)
@@ -62,10 +66,15 @@ class ModelServer:
         self.options = options
         self.metrics = ServingMetrics(options.model_name)
         self._seen_versions: set[int] = set()
+        # Predict requests in the server (PredictRequest): received and not yet handed to a
+        # model (the batch threads read it: a forming batch stops waiting at 0), and all.
+        self._requests_lock = threading.Lock()
+        self._arriving = 0
+        self._active = 0
         self.manager = ModelManager(
             options.model_name, options.model_base_path, poll_seconds=options.poll_seconds,
             batching=options.batching, on_batch=self.metrics.observe_batch,
-            on_change=self._on_versions_changed)
+            on_change=self._on_versions_changed, arriving=lambda: self._arriving)
         self.executor = concurrent.futures.ThreadPoolExecutor(options.num_threads, thread_name_prefix="rest")
         self.grpc_port: int | None = None
         self.rest_port: int | None = None
@@ -75,18 +84,50 @@ class ModelServer:
         self._runner = None
 
     # -- operations shared by both front ends ---------------------------------------------------
-    def predict(self, model_name: str, version: int | None, signature_name: str,
-                inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()):
-        """Returns (version, signature_name, outputs); raises ServingError."""
-        return self.predict_on(self.manager.get(model_name, version), signature_name, inputs, output_filter)
+    def request(self) -> "PredictRequest":
+        """Tracks one Predict request (with-block), see PredictRequest."""
+        return PredictRequest(self)
 
-    def predict_on(self, model: LoadedModel, signature_name: str | None,
-                   inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()):
+    def predict(self, model_name: str, version: int | None, signature_name: str,
+                inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = (),
+                request: "PredictRequest | None" = None):
+        """Runs the signature on this thread (gRPC's handler thread); returns (version,
+        signature_name, outputs); raises ServingError. `request`: the front end's PredictRequest."""
+        model = self.manager.get(model_name, version)
+        self._check_images(model, signature_name, inputs)
+        signature, outputs = model.predict(signature_name, inputs, output_filter,
+                                           submitted=None if request is None else request.handed_over)
+        return model.version, signature, outputs
+
+    async def predict_async(self, request: "PredictRequest", model: LoadedModel,
+                            signature_name: str | None, inputs: Mapping[str, np.ndarray],
+                            output_filter: Sequence[str] = ()):
+        """`predict` on the REST event loop: the signature runs on the loop when the server is
+        idle (PredictRequest.may_run_on_loop), else on the request pool or a batch thread."""
+        self._check_images(model, signature_name, inputs)
+        executor = self.executor
+        if model.batching is None and self._active == 1:
+            # Let every request whose bytes are already here reach this point first: they all
+            # start in the loop iteration after their data arrived, before this one resumes.
+            await asyncio.sleep(0)
+            if request.may_run_on_loop():
+                executor = None
+        signature, outputs = await model.predict_async(
+            signature_name, inputs, output_filter, executor, submitted=request.handed_over)
+        return model.version, signature, outputs
+
+    def _check_images(self, model: LoadedModel, signature_name: str | None, inputs) -> None:
         from sicot.serving.image_limits import check_image_inputs
 
         check_image_inputs(model.signature(signature_name), inputs, self.options.max_image_pixels)
-        signature, outputs = model.predict(signature_name, inputs, output_filter)
-        return model.version, signature, outputs
+
+    async def off_loop(self, work: int, fn, *args):
+        """`fn(*args)` on the loop when `work` (bytes or values it handles) is small, else on the
+        request pool: small parsing and formatting is cheaper than a thread hand-off, a large
+        body must not stall every other request on the loop."""
+        if work <= INLINE_WORK_LIMIT:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     def metadata(self, model_name: str, version: int | None):
         """(version, SignatureDefMap) of the requested (or latest) loaded version."""
@@ -175,6 +216,45 @@ class ModelServer:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class PredictRequest:
+    """One Predict request inside the server (a with-block around its handling), for two choices:
+
+    * a forming batch waits (up to its timeout) only while some request is still arriving:
+      received, not yet handed to a model (`handed_over()`); nobody else can join it;
+    * without batching, a REST request that finds no other Predict request in the server runs
+      its signature on the event loop itself: the hand-off to the pool and back costs more than
+      a small model's request parsing and formatting (`may_run_on_loop`; requests up to
+      INLINE_WORK_LIMIT bytes, `size`). gRPC requests run on grpcio's handler thread anyway.
+    """
+
+    __slots__ = ("_server", "_arriving", "size")
+
+    def __init__(self, server: ModelServer):
+        self._server = server
+        self._arriving = True
+        self.size = 0  # request bytes, set by the front end once known
+        with server._requests_lock:
+            server._arriving += 1
+            server._active += 1
+
+    def handed_over(self) -> None:
+        if self._arriving:
+            self._arriving = False
+            with self._server._requests_lock:
+                self._server._arriving -= 1
+
+    def may_run_on_loop(self) -> bool:
+        return self._server._active == 1 and self.size <= INLINE_WORK_LIMIT
+
+    def __enter__(self) -> "PredictRequest":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handed_over()
+        with self._server._requests_lock:
+            self._server._active -= 1
 
 
 def configure_tensorflow_threads(intra_op: int, inter_op: int) -> None:

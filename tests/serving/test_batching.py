@@ -232,3 +232,48 @@ def test_server_batches_concurrent_grpc_and_rest_requests(batching_server, fixtu
     assert rows - rows_before == total_rows
     # 8 requests with a 200 ms window and max 16 rows: merged into far fewer calls than requests.
     assert count - count_before < len(requests) / 2, (count - count_before, len(requests))
+
+
+def test_batch_closes_at_once_when_no_request_is_arriving():
+    """Inside the server the batcher knows how many requests are still being received; with
+    none, waiting out the timeout cannot add company to the batch."""
+    arriving = [0]
+    model = RecordingModel()
+    batcher = SignatureBatcher(model, BatchingOptions(max_batch_size=8, batch_timeout_micros=2_000_000),
+                               arriving=lambda: arriving[0])
+    try:
+        started = time.monotonic()
+        batcher.submit({"x": np.array([1.0])}).result(10)
+        alone = time.monotonic() - started
+        arriving[0] = 1  # one more on its way: the batch waits for it (up to the timeout)
+        first = batcher.submit({"x": np.array([2.0])})
+        time.sleep(0.3)
+        arriving[0] = 0
+        second = batcher.submit({"x": np.array([3.0])})  # submit wakes the forming batch
+        assert first.result(10)["y"][0] == 4.0 and second.result(10)["y"][0] == 6.0
+    finally:
+        batcher.close()
+    assert alone < 1.0, alone
+    assert model.calls == [1, 2]
+
+
+def test_lone_request_to_a_batching_server_does_not_wait_for_the_timeout(batching_server, images):
+    """batch_timeout_micros is 200 ms here; a request with nobody else in the server runs at once
+    over both front ends (before, each waited the whole 200 ms)."""
+    channel = grpc.insecure_channel(f"127.0.0.1:{batching_server.grpc_port}")
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "sicot"
+    request.inputs["image"].CopyFrom(tf.make_tensor_proto([images["red_jpeg"]]))
+    body = json.dumps({"instances": [{"b64": base64.b64encode(images["red_jpeg"]).decode()}]}).encode()
+    url = f"http://127.0.0.1:{batching_server.rest_port}/v1/models/sicot:predict"
+    stub.Predict(request, 30)  # first calls allocate
+    timings = []
+    for _ in range(3):
+        started = time.monotonic()
+        stub.Predict(request, 30)
+        with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=30) as r:
+            r.read()
+        timings.append(time.monotonic() - started)
+    channel.close()
+    assert min(timings) < 0.2, timings  # two requests: 0.4 s or more if each waited the window
