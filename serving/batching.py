@@ -15,9 +15,10 @@ first row and the padding rows are dropped from the outputs, so the model only e
 batch sizes (TF Serving's rule: increasing, the last one equal to `max_batch_size`).
 
 One difference from TF Serving: inside the server (`arriving` given), a batch does not wait for
-company that cannot come. When its queue is empty and no other request is being received, it
-closes at once, so a lone request or a closed loop of clients that are all waiting for answers
-does not pay `batch_timeout_micros` for nothing.
+company that cannot come. When its queue is empty, no other request is being received and no
+other batch is running, it closes at once, so a lone request does not pay
+`batch_timeout_micros` for nothing. Under load (batches running) it still waits, so merging is
+kept.
 """
 from __future__ import annotations
 
@@ -116,9 +117,10 @@ class SignatureBatcher:
       on_batch: called with the row count of every merged call (for metrics and tests).
       name: for the worker thread and log lines.
       arriving: how many requests the server has received and not yet submitted (being parsed
-        and checked). When given, a batch whose queue is empty closes as soon as no request is
-        arriving instead of waiting out `batch_timeout_micros`: nobody else can join it. None
-        (no way to know) keeps TF Serving's rule: wait for the timeout.
+        and checked). When given, a batch whose queue is empty closes at once when no request is
+        arriving and no other batch is running (whose callers may send again soon), instead of
+        waiting out `batch_timeout_micros`: nobody could join it. None (no way to know) keeps
+        TF Serving's rule: wait for the timeout.
     """
 
     def __init__(self, run: Callable[[Inputs], Outputs], options: BatchingOptions,
@@ -134,6 +136,7 @@ class SignatureBatcher:
         self._cond = threading.Condition()
         self._closed = False
         self._forming = False
+        self._running = 0  # batches formed and not finished
         self._threads = [threading.Thread(target=self._loop, name=f"batch-{name}-{i}", daemon=True)
                          for i in range(options.num_batch_threads)]
         for thread in self._threads:
@@ -193,10 +196,11 @@ class SignatureBatcher:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or self._closed:
                         break
-                    if self.arriving is not None and self.arriving() == 0:
-                        break  # every request the server holds is queued or running already
+                    if self.arriving is not None and self.arriving() == 0 and not self._running:
+                        break  # nobody on the way, and no batch whose callers come back soon
                     self._cond.wait(remaining)
                 self._queued_rows -= rows
+                self._running += 1
                 return batch
             finally:
                 self._forming = False
@@ -207,7 +211,11 @@ class SignatureBatcher:
             batch = self._next_batch()
             if batch is None:
                 return
-            self._run_batch(batch)
+            try:
+                self._run_batch(batch)
+            finally:
+                with self._cond:
+                    self._running -= 1
 
     def _run_batch(self, batch: list[_Task]) -> None:
         total = sum(t.rows for t in batch)

@@ -111,7 +111,6 @@ class RestApi:
             verb = match.group(4).lower()
             try:
                 body = await self._read_body(request)
-                tracked.size = len(body)
             except ServingError as e:
                 # 413 is the HTTP answer to a body over the limit (gRPC says RESOURCE_EXHAUSTED).
                 return _json_response({"error": e.message}, status=413)

@@ -276,18 +276,16 @@ class LoadedModel:
                             executor: concurrent.futures.Executor | None = None,
                             submitted: Callable[[], None] | None = None,
                             ) -> tuple[str, dict[str, np.ndarray]]:
-        """`predict` for a request handled on an asyncio loop. With batching the signature runs
-        on a batch thread and the loop waits for the result; without, it runs on `executor`
-        (one thread hand-off each way), or on the loop itself when `executor` is None.
-        `submitted()` is called once the request is queued (or about to run unbatched)."""
+        """`predict` for a request handled on an asyncio loop: the signature runs on a batch
+        thread with batching, else on `executor` (None: asyncio's default pool), one thread
+        hand-off each way; the loop only waits for the result. `submitted()` is called once the
+        request is queued (or about to run unbatched)."""
         signature_name, checked = self._prepare(signature_name, inputs, output_filter)
         batcher = self._batcher(signature_name)
         future = None if batcher is None else self._submit(batcher, checked)
         if submitted is not None:
             submitted()
-        if future is None and executor is None:
-            outputs = self._call_direct(signature_name, checked)
-        elif future is None:
+        if future is None:
             outputs = await asyncio.get_running_loop().run_in_executor(
                 executor, self._call_direct, signature_name, checked)
         else:

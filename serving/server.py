@@ -38,8 +38,7 @@ DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 # can be served; larger images (decompression bombs) are refused from their header.
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 # REST bodies and outputs up to this size (bytes or values) are parsed and formatted on the
-# event loop itself, larger ones on the request pool; and only requests up to this size may run
-# their signature on the loop (see PredictRequest).
+# event loop itself, larger ones on the request pool.
 INLINE_WORK_LIMIT = 256 * 1024
 
 
@@ -66,11 +65,10 @@ class ModelServer:
         self.options = options
         self.metrics = ServingMetrics(options.model_name)
         self._seen_versions: set[int] = set()
-        # Predict requests in the server (PredictRequest): received and not yet handed to a
-        # model (the batch threads read it: a forming batch stops waiting at 0), and all.
+        # Predict requests received and not yet handed to a model (PredictRequest); the batch
+        # threads read it: a forming batch stops waiting at 0.
         self._requests_lock = threading.Lock()
         self._arriving = 0
-        self._active = 0
         self.manager = ModelManager(
             options.model_name, options.model_base_path, poll_seconds=options.poll_seconds,
             batching=options.batching, on_batch=self.metrics.observe_batch,
@@ -102,18 +100,11 @@ class ModelServer:
     async def predict_async(self, request: "PredictRequest", model: LoadedModel,
                             signature_name: str | None, inputs: Mapping[str, np.ndarray],
                             output_filter: Sequence[str] = ()):
-        """`predict` on the REST event loop: the signature runs on the loop when the server is
-        idle (PredictRequest.may_run_on_loop), else on the request pool or a batch thread."""
+        """`predict` for the REST event loop: the signature runs on the request pool (or a batch
+        thread) while the loop serves other requests."""
         self._check_images(model, signature_name, inputs)
-        executor = self.executor
-        if model.batching is None and self._active == 1:
-            # Let every request whose bytes are already here reach this point first: they all
-            # start in the loop iteration after their data arrived, before this one resumes.
-            await asyncio.sleep(0)
-            if request.may_run_on_loop():
-                executor = None
         signature, outputs = await model.predict_async(
-            signature_name, inputs, output_filter, executor, submitted=request.handed_over)
+            signature_name, inputs, output_filter, self.executor, submitted=request.handed_over)
         return model.version, signature, outputs
 
     def _check_images(self, model: LoadedModel, signature_name: str | None, inputs) -> None:
@@ -219,25 +210,17 @@ class ModelServer:
 
 
 class PredictRequest:
-    """One Predict request inside the server (a with-block around its handling), for two choices:
+    """One Predict request inside the server (a with-block around its handling): while it is
+    still arriving (received, not yet handed to a model, `handed_over()`), a forming batch waits
+    for it, up to the batch timeout; when none is arriving, nobody else can join the batch."""
 
-    * a forming batch waits (up to its timeout) only while some request is still arriving:
-      received, not yet handed to a model (`handed_over()`); nobody else can join it;
-    * without batching, a REST request that finds no other Predict request in the server runs
-      its signature on the event loop itself: the hand-off to the pool and back costs more than
-      a small model's request parsing and formatting (`may_run_on_loop`; requests up to
-      INLINE_WORK_LIMIT bytes, `size`). gRPC requests run on grpcio's handler thread anyway.
-    """
-
-    __slots__ = ("_server", "_arriving", "size")
+    __slots__ = ("_server", "_arriving")
 
     def __init__(self, server: ModelServer):
         self._server = server
         self._arriving = True
-        self.size = 0  # request bytes, set by the front end once known
         with server._requests_lock:
             server._arriving += 1
-            server._active += 1
 
     def handed_over(self) -> None:
         if self._arriving:
@@ -245,16 +228,11 @@ class PredictRequest:
             with self._server._requests_lock:
                 self._server._arriving -= 1
 
-    def may_run_on_loop(self) -> bool:
-        return self._server._active == 1 and self.size <= INLINE_WORK_LIMIT
-
     def __enter__(self) -> "PredictRequest":
         return self
 
     def __exit__(self, *exc) -> None:
         self.handed_over()
-        with self._server._requests_lock:
-            self._server._active -= 1
 
 
 def configure_tensorflow_threads(intra_op: int, inter_op: int) -> None:

@@ -257,6 +257,25 @@ def test_batch_closes_at_once_when_no_request_is_arriving():
     assert model.calls == [1, 2]
 
 
+def test_batch_still_waits_while_another_batch_runs():
+    """Under load the callers of a running batch send again soon: a forming batch keeps waiting
+    (up to its timeout) for them, so requests are still merged."""
+    model = RecordingModel(delay=0.4)
+    batcher = SignatureBatcher(model, BatchingOptions(max_batch_size=8, batch_timeout_micros=300_000,
+                                                      num_batch_threads=2), arriving=lambda: 0)
+    try:
+        first = batcher.submit({"x": np.array([1.0])})  # runs at once: nothing else in the server
+        time.sleep(0.1)
+        second = batcher.submit({"x": np.array([2.0])})  # the first batch is running: waits
+        time.sleep(0.1)
+        third = batcher.submit({"x": np.array([3.0])})
+        for f in (first, second, third):
+            f.result(10)
+    finally:
+        batcher.close()
+    assert model.calls == [1, 2]
+
+
 def test_lone_request_to_a_batching_server_does_not_wait_for_the_timeout(batching_server, images):
     """batch_timeout_micros is 200 ms here; a request with nobody else in the server runs at once
     over both front ends (before, each waited the whole 200 ms)."""
