@@ -82,7 +82,7 @@ def Enroller(  # noqa: N802 - TFX component names are classes
     `transformed_examples` (train split, and eval when there is one) are read only when the
     trained model has no saved enrolment calibration (a sampled-head model), to fit one. `settings`: JSON of
     `sicot.trainer.enroll.enroll_settings` fields (max_images_per_sku, use_text,
-    trained_budget). A catalogue that cannot be read stops the run with an error naming it;
+    trained_budget, scoring). A catalogue that cannot be read stops the run with an error naming it;
     bad lines are quarantined, not fatal."""
     from absl import logging
 

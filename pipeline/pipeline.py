@@ -243,7 +243,7 @@ def create_pipeline(
         Canary, Pusher and BulkInferrer; None = no Enroller, the Trainer's model is the
         candidate.
       enroll_config: `sicot.trainer.enroll.enroll_settings` fields (max_images_per_sku,
-        use_text, trained_budget) for the Enroller.
+        use_text, trained_budget, scoring) for the Enroller.
     """
     from tfx import v1 as tfx
 

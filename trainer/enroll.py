@@ -67,10 +67,18 @@ def add_enroll_options(parser) -> None:
                         help="at most this share of the trained classes' own training photos "
                              "may be answered with an enrolled class; sets the enrolled "
                              f"classes' offset (default {enrollment.DEFAULT_TRAINED_BUDGET})")
+    parser.add_argument("--scoring", choices=enrollment.SCORINGS, default="auto",
+                        help="how enrolled classes meet the trained ones: same-footing = every "
+                             "class by cosine to its class mean or prototype; budget = the "
+                             "trained head's logits, enrolled classes offset by "
+                             "--trained-budget; auto (default) = same-footing for each head "
+                             "whose class means held up against it on held-out photos when "
+                             "the model was trained")
 
 
 def enroll_settings(max_images_per_sku: int | None = None, use_text: bool = True,
-                    trained_budget: float = enrollment.DEFAULT_TRAINED_BUDGET) -> dict:
+                    trained_budget: float = enrollment.DEFAULT_TRAINED_BUDGET,
+                    scoring: str = "auto") -> dict:
     """The enrolment settings checked (keyword arguments of `enroll_model` by these names,
     as the pipeline's Enroller gets them); UserError names a bad one."""
     if max_images_per_sku is not None and (isinstance(max_images_per_sku, bool)
@@ -79,12 +87,15 @@ def enroll_settings(max_images_per_sku: int | None = None, use_text: bool = True
         raise UserError(f"--max-images-per-sku {max_images_per_sku}: must be >= 0")
     if not 0.0 <= trained_budget < 1.0:
         raise UserError(f"--trained-budget {trained_budget}: must be in [0, 1)")
+    if scoring not in enrollment.SCORINGS:
+        raise UserError(f"--scoring {scoring}: must be one of {', '.join(enrollment.SCORINGS)}")
     return {"max_images_per_sku": max_images_per_sku, "use_text": bool(use_text),
-            "trained_budget": float(trained_budget)}
+            "trained_budget": float(trained_budget), "scoring": scoring}
 
 
 def enroll_settings_from_args(args) -> dict:
-    return enroll_settings(args.max_images_per_sku, not args.no_text, args.trained_budget)
+    return enroll_settings(args.max_images_per_sku, not args.no_text, args.trained_budget,
+                           args.scoring)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,7 +271,8 @@ def sku_items(sku, emb: SkuEmbedding, prototype_visual=None):
 
 def enroll_skus(model, calibration, tf_transform_output, class_names, skus, *,
                 use_text: bool = True, items=None,
-                trained_budget: float = enrollment.DEFAULT_TRAINED_BUDGET) -> EnrolResult:
+                trained_budget: float = enrollment.DEFAULT_TRAINED_BUDGET,
+                scoring: str = "auto") -> EnrolResult:
     """The enrolled model for catalogue SKUs (`sicot.data.catalogue.CatalogueSku`).
 
     `model` is a trained SICoTModel or an earlier EnrolledSICoTModel, `class_names` its class
@@ -328,7 +340,7 @@ def enroll_skus(model, calibration, tf_transform_output, class_names, skus, *,
     width = {"visual": dim, "semantic": dim, "fused": 2 * dim}
     scores = {h: enrollment.enrolled_scores(
         calibration, h, np.asarray(prototypes[h], np.float64).reshape(-1, width[h]),
-        trained_budget) for h in heads}
+        trained_budget, scoring) for h in heads}
     from sicot.trainer.task import model_shapes
 
     new_model = enrolled_model.build_enrolled(base, scores,
@@ -341,7 +353,8 @@ def enroll_skus(model, calibration, tf_transform_output, class_names, skus, *,
     report = {"skus": len(entries), "new_classes": counts["new"],
               "updated_classes": counts["enrolled"], "trained_labels": counts["trained"],
               "enrolled_classes": len(enrolled_names), "items": len(all_items),
-              "use_text": use_text, "trained_budget": trained_budget,
+              "use_text": use_text, "trained_budget": trained_budget, "scoring": scoring,
+              "same_footing": {h: s.trained_prototypes is not None for h, s in scores.items()},
               "offsets": {h: s.offset for h, s in scores.items()},
               "calibration": calibration.summary(), "entries": entries,
               "enrolled_labels": enrolled_names}
@@ -358,7 +371,7 @@ def _new_version_dir(base: str) -> str:
 def enroll_model(folder: ModelFolder, catalogue_path: str, *, serving_dir: str, run_dir: str,
                  quarantine_path: str, max_images: int | None = None, use_text: bool = True,
                  trained_budget: float = enrollment.DEFAULT_TRAINED_BUDGET,
-                 log=print, log_name: str = "sicot enroll") -> dict:
+                 scoring: str = "auto", log=print, log_name: str = "sicot enroll") -> dict:
     """Enrols a catalogue into the model of `folder` and writes the result: the SavedModel
     (trained + enrolled classes, search signatures) to `serving_dir`, the run files
     (model.keras, class names, search items, calibration, enrolment.json) to `run_dir`, the
@@ -385,7 +398,8 @@ def enroll_model(folder: ModelFolder, catalogue_path: str, *, serving_dir: str, 
     items = SearchItems.load(items_path) if os.path.isfile(items_path) else None
     start = time.perf_counter()
     result = enroll_skus(model, calibration, tf_transform_output, class_names, catalogue.skus,
-                         use_text=use_text, items=items, trained_budget=trained_budget)
+                         use_text=use_text, items=items, trained_budget=trained_budget,
+                         scoring=scoring)
     enrol_seconds = time.perf_counter() - start
     os.makedirs(run_dir, exist_ok=True)
     catalogue.quarantine.extend(result.quarantine)
@@ -422,7 +436,8 @@ def enroll_model(folder: ModelFolder, catalogue_path: str, *, serving_dir: str, 
 
 def enroll_folder(model_dir: str, catalogue_path: str, out_dir: str,
                   max_images: int | None = None, use_text: bool = True,
-                  trained_budget: float = enrollment.DEFAULT_TRAINED_BUDGET, log=print) -> dict:
+                  trained_budget: float = enrollment.DEFAULT_TRAINED_BUDGET,
+                  scoring: str = "auto", log=print) -> dict:
     """`sicot enroll` without the argument parsing; returns the enrolment report."""
     from sicot.data.catalogue import QUARANTINE_FILE
 
@@ -436,7 +451,7 @@ def enroll_folder(model_dir: str, catalogue_path: str, out_dir: str,
                           run_dir=os.path.join(out_dir, "run"),
                           quarantine_path=os.path.join(out_dir, QUARANTINE_FILE),
                           max_images=max_images, use_text=use_text,
-                          trained_budget=trained_budget, log=log)
+                          trained_budget=trained_budget, scoring=scoring, log=log)
     train_report = dict(folder.report, transform_output=folder.transform_output,
                         transformed_files={"train": folder.train_files,
                                            "eval": folder.eval_files},
@@ -517,7 +532,8 @@ def enroll_for_pipeline(trained_model: str, trained_model_run: str, transform_gr
             run_dir=outputs[model_run],
             quarantine_path=os.path.join(outputs[quarantine], QUARANTINE_FILE),
             max_images=settings["max_images_per_sku"], use_text=settings["use_text"],
-            trained_budget=settings["trained_budget"], log=log, log_name="Enroller")
+            trained_budget=settings["trained_budget"], scoring=settings["scoring"], log=log,
+            log_name="Enroller")
         warm_start = os.path.join(trained_model, contract.WARM_START_DIR)
         if tf.io.gfile.isdir(warm_start):
             _copy_tree(warm_start, os.path.join(outputs[model], contract.WARM_START_DIR))
@@ -532,5 +548,6 @@ def enroll_for_pipeline(trained_model: str, trained_model_run: str, transform_gr
 def _enroll_command(args) -> int:
     settings = enroll_settings_from_args(args)
     enroll_folder(args.model, args.catalog, args.out, max_images=settings["max_images_per_sku"],
-                  use_text=settings["use_text"], trained_budget=settings["trained_budget"])
+                  use_text=settings["use_text"], trained_budget=settings["trained_budget"],
+                  scoring=settings["scoring"])
     return 0

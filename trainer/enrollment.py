@@ -33,6 +33,7 @@ embedding s; fused head: [v, s]) and is scored like a cosine classifier (imprint
    photos (the eval split), an enrolment scores trained and enrolled classes alike:
    `a * cos(z, prototype)` with b = 0 for both. Otherwise (e.g. a cosine head whose rows are
    not at the class means) steps 4-5 apply. An empty catalogue changes nothing either way.
+   `sicot enroll --scoring same-footing|budget` overrides the check (SCORINGS).
 Chosen over a ridge map from class means to trained linear rows and over uncalibrated imprinting
 by `bench/enrollment_probe.py` (docs/experiments.md, issue 13).
 """
@@ -48,6 +49,7 @@ VALIDATION_PER_CLASS = 20        # trained photos per class that set the offset 
 MAX_VALIDATION = 20_000
 DEFAULT_TRAINED_BUDGET = 0.01
 SAME_FOOTING_TOLERANCE = 0.005  # top-1 the class means may lose against the head (step 6)
+SCORINGS = ("auto", "same-footing", "budget")  # step 6 by the held-out check, always, never
 CALIBRATION_VERSION = 3  # bump when the saved calibration changes meaning
 CALIBRATION_FILE = "enrollment_calibration.npz"  # in a model's run folder
 HEADS = ("visual", "semantic", "fused")
@@ -168,9 +170,16 @@ class HeadCalibration:
     scale: float                  # a
     validation: np.ndarray        # [M, D_in] unit features of sampled training photos
     trained_max: np.ndarray       # [M] their best trained logit
-    class_means: np.ndarray | None = None  # [C, D_in] unit: trained classes on the same
-    #                                        footing as enrolled ones (step 6), or None
+    class_means: np.ndarray | None = None  # [C, D_in] unit class means of the training photos
     held_out: dict | None = None  # held-out top-1 of the head and of the class means
+
+    @property
+    def same_footing(self) -> bool:
+        """Step 6's check: the class means are within the tolerance of the head on held-out
+        photos (False when there were none)."""
+        return bool(self.held_out and self.held_out["photos"] and self.class_means is not None
+                    and self.held_out["class_means"]
+                    >= self.held_out["head"] - SAME_FOOTING_TOLERANCE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +198,7 @@ class Calibration:
                 "text_map_alpha": None if self.text_map is None else self.text_map.alpha,
                 "score_scale": {k: h.scale for k, h in self.heads.items()},
                 "validation_photos": {k: len(h.trained_max) for k, h in self.heads.items()},
-                "same_footing": {k: h.class_means is not None for k, h in self.heads.items()},
+                "same_footing": {k: h.same_footing for k, h in self.heads.items()},
                 "held_out_top1": {k: h.held_out for k, h in self.heads.items() if h.held_out}}
 
 
@@ -236,7 +245,7 @@ def fit_calibration(train, heads: dict, num_classes: int, seed: int = 0,
         own = head.logits(z)[np.arange(len(labels)), labels]  # [N] each photo's own logit
         cos_own = np.sum(unit(z) * unit(means[labels]), axis=1)
         slope = np.polyfit(cos_own, own, 1)[0] if np.ptp(cos_own) > 0 else 1.0
-        same_footing, held_out_top1 = None, None
+        held_out_top1 = None
         if held_out is not None:
             h_labels = np.asarray(held_out["labels"]).reshape(-1)
             h_keep = (h_labels >= 0) & (h_labels < num_classes)
@@ -246,12 +255,10 @@ def fit_calibration(train, heads: dict, num_classes: int, seed: int = 0,
             held_out_top1 = {"photos": int(len(h_labels)),
                              "head": _top1(head.logits(h_z), h_labels),
                              "class_means": _top1(unit(h_z) @ unit(means).T, h_labels)}
-            if len(h_labels) and (held_out_top1["class_means"]
-                                  >= held_out_top1["head"] - SAME_FOOTING_TOLERANCE):
-                same_footing = unit(means).astype(np.float32)
         head_calibrations[name] = HeadCalibration(
             float(max(slope, 1e-3)), unit(z[validation]).astype(np.float32),
-            head.logits(z[validation]).max(axis=1).astype(np.float32), same_footing,
+            head.logits(z[validation]).max(axis=1).astype(np.float32),
+            unit(means).astype(np.float32),
             held_out_top1)
     return Calibration(text_map, float(text_weight), photo_variance, float(text_variance),
                        head_calibrations)
@@ -317,18 +324,26 @@ class EnrolledScores:
 
 
 def enrolled_scores(calibration: Calibration, head: str, prototypes,
-                    trained_budget: float = DEFAULT_TRAINED_BUDGET) -> EnrolledScores:
+                    trained_budget: float = DEFAULT_TRAINED_BUDGET,
+                    scoring: str = "auto") -> EnrolledScores:
     """How one head scores its enrolled classes (all of them, old and new). On the same footing
-    (step 6): like the trained classes' means, b = 0. Otherwise the offset b is the lowest
-    such that at most `trained_budget` of the validation photos would be answered with an
-    enrolled class. No enrolled class: nothing changes."""
+    (step 6; `scoring` "auto": where the held-out check passed, "same-footing": always,
+    "budget": never): like the trained classes' means, b = 0. Otherwise the offset b is the
+    lowest such that at most `trained_budget` of the validation photos would be answered with
+    an enrolled class. No enrolled class: nothing changes."""
     if not 0.0 <= trained_budget < 1.0:
         raise ValueError(f"trained_budget={trained_budget!r}: must be in [0, 1)")
+    if scoring not in SCORINGS:
+        raise ValueError(f"scoring={scoring!r}: must be one of {SCORINGS}")
     h = calibration.heads[head]
     prototypes = unit(prototypes)
     if len(prototypes) == 0:
         return EnrolledScores(prototypes, h.scale, 0.0)
-    if h.class_means is not None:
+    same = h.same_footing if scoring == "auto" else scoring == "same-footing"
+    if same:
+        if h.class_means is None:
+            raise ValueError(f"scoring={scoring!r}: the {head} head's calibration has no class "
+                             f"means")
         return EnrolledScores(prototypes, h.scale, 0.0, h.class_means)
     best_new = h.scale * np.max(h.validation.astype(np.float64) @ prototypes.T, axis=1)
     margin = best_new - h.trained_max  # > -b: an enrolled class would win that photo

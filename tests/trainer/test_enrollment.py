@@ -132,9 +132,9 @@ def test_calibration_save_and_load_round_trip(tmp_path):
     E.save_calibration(calibration, tmp_path / "c.npz")
     loaded = E.load_calibration(tmp_path / "c.npz")
     assert loaded.summary() == calibration.summary()
-    if calibration.heads["visual"].class_means is not None:
-        np.testing.assert_array_equal(loaded.heads["visual"].class_means,
-                                      calibration.heads["visual"].class_means)
+    np.testing.assert_array_equal(loaded.heads["visual"].class_means,
+                                  calibration.heads["visual"].class_means)
+    assert loaded.heads["visual"].same_footing == calibration.heads["visual"].same_footing
     x = world["listing"][:3]
     np.testing.assert_allclose(loaded.text_map(x), calibration.text_map(x))
     np.testing.assert_array_equal(loaded.heads["visual"].validation,
@@ -164,10 +164,10 @@ def test_same_footing_scores_trained_and_enrolled_classes_alike_when_the_means_h
     rng, mu, photos, head, (train, held_out) = _linear_world()
     calibration = E.fit_calibration(train, {"visual": head}, 50, held_out=held_out)
     h = calibration.heads["visual"]
-    assert h.class_means is not None and h.held_out["photos"] == 500
+    assert h.same_footing and h.held_out["photos"] == 500
     assert h.held_out["class_means"] >= h.held_out["head"] - E.SAME_FOOTING_TOLERANCE
     budget_only = E.fit_calibration(train, {"visual": head}, 50)  # no held-out photos
-    assert budget_only.heads["visual"].class_means is None
+    assert not budget_only.heads["visual"].same_footing
     test_labels = np.repeat(np.arange(60), 40)
     queries = photos(test_labels)
     new = test_labels >= 50
@@ -194,7 +194,13 @@ def test_same_footing_is_refused_when_the_class_means_lose_on_held_out_photos():
     train = {"labels": labels, "visual": mu[labels] + rng.normal(size=(100, 8)) * 0.6}
     calibration = E.fit_calibration(train, {"visual": head}, 50, held_out=held_out)
     h = calibration.heads["visual"]
-    assert h.class_means is None
+    assert not h.same_footing
     assert h.held_out["class_means"] < h.held_out["head"] - E.SAME_FOOTING_TOLERANCE
     scores = E.enrolled_scores(calibration, "visual", mu[50:52], 0.01)
     assert scores.trained_prototypes is None and scores.offset != 0.0
+    # --scoring overrides the check either way
+    forced = E.enrolled_scores(calibration, "visual", mu[50:52], 0.01, "same-footing")
+    np.testing.assert_array_equal(forced.trained_prototypes, h.class_means)
+    assert forced.offset == 0.0
+    with pytest.raises(ValueError, match="scoring"):
+        E.enrolled_scores(calibration, "visual", mu[50:52], 0.01, "sometimes")
