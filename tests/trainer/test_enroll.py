@@ -261,7 +261,9 @@ def test_pipeline_enrolment_is_sicot_enroll_on_trainer_artifacts(trained, catalo
 
 def test_enroll_settings_name_the_bad_value():
     assert enroll.enroll_settings() == {"max_images_per_sku": None, "use_text": True,
-                                        "trained_budget": 0.01}
+                                        "trained_budget": 0.01, "scoring": "auto"}
+    with pytest.raises(UserError, match="--scoring sometimes"):
+        enroll.enroll_settings(scoring="sometimes")
     with pytest.raises(UserError, match="--trained-budget 1.0"):
         enroll.enroll_settings(trained_budget=1.0)
     with pytest.raises(UserError, match="--max-images-per-sku -1"):
