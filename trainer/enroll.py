@@ -143,6 +143,7 @@ def read_model_folder(path: str) -> ModelFolder:
     if not transform_output or not os.path.isdir(transform_output):
         raise UserError(f"--model {path}: cannot find its Transform output (train_report.json "
                         f"names none, or it was deleted: {transform_output})")
+
     def as_list(pattern):
         return [pattern] if isinstance(pattern, str) else list(pattern or [])
 

@@ -160,8 +160,9 @@ def build_enrolled(model, scores: dict, image_size: int) -> EnrolledSICoTModel:
     model builds its base with the shape recorded here."""
     base = base_model(model)
     count = len(scores["visual"].prototypes)
+    # enrolled_scores gives trained prototypes only where classes are enrolled
     same_footing = [name for name in model_heads(base)
-                    if count and scores[name].trained_prototypes is not None]
+                    if scores[name].trained_prototypes is not None]
     enrolled = EnrolledSICoTModel(base, count, same_footing, name=base.name)
     enrolled.build({contract.IMAGE_INPUT: (None, image_size, image_size, 3),
                     contract.TOKENS_INPUT: (None, None)})

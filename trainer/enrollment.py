@@ -170,14 +170,14 @@ class HeadCalibration:
     scale: float                  # a
     validation: np.ndarray        # [M, D_in] unit features of sampled training photos
     trained_max: np.ndarray       # [M] their best trained logit
-    class_means: np.ndarray | None = None  # [C, D_in] unit class means of the training photos
+    class_means: np.ndarray       # [C, D_in] unit class means of the training photos
     held_out: dict | None = None  # held-out top-1 of the head and of the class means
 
     @property
     def same_footing(self) -> bool:
         """Step 6's check: the class means are within the tolerance of the head on held-out
         photos (False when there were none)."""
-        return bool(self.held_out and self.held_out["photos"] and self.class_means is not None
+        return bool(self.held_out and self.held_out["photos"]
                     and self.held_out["class_means"]
                     >= self.held_out["head"] - SAME_FOOTING_TOLERANCE)
 
@@ -341,9 +341,6 @@ def enrolled_scores(calibration: Calibration, head: str, prototypes,
         return EnrolledScores(prototypes, h.scale, 0.0)
     same = h.same_footing if scoring == "auto" else scoring == "same-footing"
     if same:
-        if h.class_means is None:
-            raise ValueError(f"scoring={scoring!r}: the {head} head's calibration has no class "
-                             f"means")
         return EnrolledScores(prototypes, h.scale, 0.0, h.class_means)
     best_new = h.scale * np.max(h.validation.astype(np.float64) @ prototypes.T, axis=1)
     margin = best_new - h.trained_max  # > -b: an enrolled class would win that photo
@@ -366,9 +363,8 @@ def save_calibration(calibration: Calibration, path) -> None:
                        "text.alpha": m.alpha, "text.loo_mse": m.loo_mse})
     for name, h in calibration.heads.items():
         arrays.update({f"{name}.scale": h.scale, f"{name}.validation": h.validation,
-                       f"{name}.trained_max": h.trained_max})
-        if h.class_means is not None:
-            arrays[f"{name}.class_means"] = h.class_means
+                       f"{name}.trained_max": h.trained_max,
+                       f"{name}.class_means": h.class_means})
         if h.held_out:
             arrays.update({f"{name}.held_out.{k}": v for k, v in h.held_out.items()})
     np.savez(path, **arrays)
@@ -392,6 +388,6 @@ def load_calibration(path) -> Calibration | None:
                         if f"{n}.held_out.{k}" in data} or None
             heads[n] = HeadCalibration(
                 float(data[f"{n}.scale"]), data[f"{n}.validation"], data[f"{n}.trained_max"],
-                data[f"{n}.class_means"] if f"{n}.class_means" in data else None, held_out)
+                data[f"{n}.class_means"], held_out)
         return Calibration(text_map, float(data["text_weight"]), float(data["photo_variance"]),
                            float(data["text_variance"]), heads)
