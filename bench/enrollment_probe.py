@@ -56,6 +56,9 @@ def embed_everything(model_dir, data_dir):
     out["cat_tokens"] = ltokens
     if model.model_config.uses_text:
         out["cat_listing"] = enrolled_model.embed_listings(model, ltokens)
+        if model.has_listing_projection:  # R s0 (ModelConfig.listing_weight)
+            out["cat_listing_visual"] = enrolled_model.listing_to_visual(model,
+                                                                         out["cat_listing"])
     records, _ = read_split(data_dir, "test")
     pixels, _ = enrolled_model.transform_raw(tto, [r["image"] for r in records])
     out["test_visual"] = enrolled_model.embed(model, pixels)["visual"]
@@ -123,6 +126,8 @@ def run_variants(e, photos, budget, seed=0):
     text = "train_listing" in e
     if text:
         train.update(listing=e["train_listing"], semantic=e["train_semantic"])
+        if "train_listing_visual" in e:
+            train["listing_visual"] = e["train_listing_visual"]
     cal = E.fit_calibration(train, {"visual": head}, C, seed=seed)
     means, counts = E.class_means(e["train_visual"], e["train_labels"], C)
     results = {"calibration": {k: v for k, v in cal.summary().items()},
@@ -136,8 +141,11 @@ def run_variants(e, photos, budget, seed=0):
                 idx = np.flatnonzero(e["cat_sku"] == i)[:k]
                 vis = e["cat_visual"][idx]
                 listing = e["cat_listing"][i] if (text and use_text) else None
+                listing_visual = (e["cat_listing_visual"][i]
+                                  if listing is not None and "cat_listing_visual" in e else None)
                 protos.append(E.sku_prototypes(cal, vis, vis, listing,
-                                               use_text=use_text and text)["visual"])
+                                               use_text=use_text and text,
+                                               listing_visual=listing_visual)["visual"])
             P = np.stack(protos)
             evidence = k + (cal.text_weight if use_text and text else 0.0)
             variances = np.full(len(P), cal.photo_variance / evidence if evidence else

@@ -20,6 +20,10 @@ classes' test photos (and before enrolment), and the share of trained-class phot
 with a new SKU. Training runs are `sicot train` subprocesses (reused when finished with the
 same options); enrolment and scoring run in this process. Writes OUT/results.json and
 OUT/table.md (mean +- sample std over seeds).
+
+A variant of `sicot` (e.g. the listing -> visual loss of `ModelConfig.listing_weight`) is
+measured with `--sicot-set KEY=VALUE` (passed to `sicot train --set` of settings a, b and d)
+into its own --out; `--settings` limits the settings (without c, `cosine` is not trained).
 """
 from __future__ import annotations
 
@@ -44,6 +48,8 @@ def train(data_dir, model, seed, out, work_dir, args):
     command = sicot_command() + [
         "train", "--data", data_dir, "--model", model, "--out", out, "--epochs", str(args.epochs),
         "--image-size", str(args.image_size), "--seed", str(seed), "--work-dir", work_dir]
+    if model == "sicot":
+        command += [a for pair in args.sicot_set for a in ("--set", pair)]
     log_path = out + ".train.log"
     done = os.path.join(out, "train_report.json")
     if os.path.isfile(done) and os.path.isfile(log_path):
@@ -155,7 +161,8 @@ def run_dataset(name, data_dir, args, results):
     catalogue = os.path.join(data_dir, "catalogue.jsonl")
     for seed in args.seeds:
         base = {}
-        for model in ("sicot", "cosine"):
+        models = ("sicot", "cosine") if "c_cosine_photos" in args.settings else ("sicot",)
+        for model in models:
             base[model] = train(data_dir, model, seed, os.path.join(
                 args.out, "runs", name, f"seed{seed}", model), work, args)
             key = (name, seed, "before", model, None)
@@ -165,11 +172,12 @@ def run_dataset(name, data_dir, args, results):
         for k in ([] if args.train_only else args.photos):
             settings = [("a_sicot_text", base["sicot"], True)]
             if k >= 1:
-                settings += [("b_sicot_photos", base["sicot"], False),
-                             ("c_cosine_photos", base["cosine"], False)]
+                settings.append(("b_sicot_photos", base["sicot"], False))
+                if "cosine" in base:
+                    settings.append(("c_cosine_photos", base["cosine"], False))
             for setting, model_dir, use_text in settings:
                 key = (name, seed, setting, None, k)
-                if key in results:
+                if key in results or setting not in args.settings:
                     continue
                 out = os.path.join(args.out, "runs", name, f"seed{seed}", f"{setting}_k{k}")
                 shutil.rmtree(out, ignore_errors=True)
@@ -185,7 +193,7 @@ def run_dataset(name, data_dir, args, results):
                 save(args, results)
                 if not args.keep_models:
                     shutil.rmtree(os.path.join(out, "export"), ignore_errors=True)
-        if args.skip_retrain:
+        if args.skip_retrain or "d_retrained" not in args.settings:
             continue
         for k in [k for k in args.photos if k >= 1]:
             key = (name, seed, "d_retrained", None, k)
@@ -264,6 +272,11 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--skip-retrain", action="store_true", help="no setting (d)")
+    parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS),
+                        help="the settings to run (default all)")
+    parser.add_argument("--sicot-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a ModelConfig change for every `sicot` training (sicot train "
+                             "--set; repeatable), e.g. listing_weight=1.0")
     parser.add_argument("--keep-models", action="store_true",
                         help="keep the enrolled SavedModels (default: only their reports)")
     parser.add_argument("--report-only", action="store_true")

@@ -76,8 +76,9 @@ TINY = _tiny_dataset_module()
 NEW_COLOURS = {"teal_new": (30, 140, 140), "grey_new": (128, 128, 128)}
 
 
-def _train(root, transform, preset, **changes):
-    """A `sicot train --out`-like folder from the TFX run_fn (1 short epoch)."""
+def _train(root, transform, preset, name=None, **changes):
+    """A `sicot train --out`-like folder from the TFX run_fn (1 short epoch), named `name`
+    (default: the preset)."""
     from tfx.v1.components import FnArgs
 
     from sicot.trainer.model_config import ModelConfig
@@ -86,7 +87,7 @@ def _train(root, transform, preset, **changes):
     config = ModelConfig.preset(preset).replace(
         embedding_dim=8, token_dim=6, attention_rank=3, epochs=1, crt_epochs=1,
         batch_size=16, **changes)
-    out = os.path.join(root, preset)
+    out = os.path.join(root, name or preset)
     run_fn(FnArgs(train_files=[transform.transformed_files["train"]],
                   eval_files=[transform.transformed_files["eval"]],
                   transform_output=transform.transform_output_dir,
@@ -107,7 +108,15 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("enroll")
     transform = TINY.build(str(root / "data"))
     return {"sicot": _train(str(root), transform, "sicot"),
-            "cosine": _train(str(root), transform, "cosine"), "root": root}
+            "cosine": _train(str(root), transform, "cosine"), "root": root,
+            "transform": transform}
+
+
+@pytest.fixture(scope="session")
+def trained_listing(trained):
+    """A sicot model trained with the listing -> visual loss (`listing_weight`), same data."""
+    return _train(str(trained["root"]), trained["transform"], "sicot", name="sicot_listing",
+                  listing_weight=1.0)
 
 
 @pytest.fixture(scope="session")

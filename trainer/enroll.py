@@ -163,16 +163,21 @@ def read_class_names(folder: ModelFolder, tf_transform_output) -> list:
 def load_or_fit_calibration(model, folder: ModelFolder, tf_transform_output, log=print):
     """The base model's calibration (fitted once on its training examples and kept in its
     run folder by `sicot train`, or by an earlier enrolment), else fitted now."""
+    from sicot.trainer import enrolled_model
+
     path = os.path.join(folder.run_dir, CALIBRATION_FILE)
+    text_input = ("listing_visual" if enrolled_model.base_model(model).has_listing_projection
+                  else "listing")
     if os.path.isfile(path):
         calibration = enrollment.load_calibration(path)
-        if calibration is not None:  # None: written by an older version of enrolment
+        # None: written by an older version of enrolment; a text map that reads another
+        # listing feature than this model gives is refitted too
+        if calibration is not None and (calibration.text_map is None
+                                        or calibration.text_input == text_input):
             return calibration
     if not folder.train_files:
         raise UserError(f"--model {folder.path}: no {CALIBRATION_FILE} and no training "
                         f"examples to fit one on")
-    from sicot.trainer import enrolled_model
-
     start = time.perf_counter()
     calibration = enrolled_model.fit_model_calibration(model, folder.train_files,
                                                        tf_transform_output,
@@ -222,6 +227,7 @@ class SkuEmbedding:
     semantic: np.ndarray        # [k, D] its listing queried by each photo (text models)
     listing: np.ndarray | None  # [D] its listing queried by nothing (s0), text models only
     known_words: int            # listing tokens in the model's vocabulary
+    listing_visual: np.ndarray | None = None  # [D] R s0 (a learned listing projection)
 
 
 def embed_catalogue(base, tf_transform_output, skus) -> list:
@@ -242,6 +248,8 @@ def embed_catalogue(base, tf_transform_output, skus) -> list:
         [s.tags for s in skus])
     listing_emb = (enrolled_model.embed_listings(base, listing_tokens)
                    if text_model and listing_tokens is not None else None)
+    listing_visual = (enrolled_model.listing_to_visual(base, listing_emb)
+                      if listing_emb is not None else None)
     sku_of_photo = np.array([i for i, _ in photo_rows], np.int64)
     out = []
     for i in range(len(skus)):
@@ -251,7 +259,8 @@ def embed_catalogue(base, tf_transform_output, skus) -> list:
                     else np.zeros((0, dim)))
         out.append(SkuEmbedding(
             visual, semantic, listing_emb[i] if listing_emb is not None else None,
-            int(np.sum(listing_tokens[i] >= contract.FIRST_VOCAB_TOKEN_ID))))
+            int(np.sum(listing_tokens[i] >= contract.FIRST_VOCAB_TOKEN_ID)),
+            listing_visual[i] if listing_visual is not None else None))
     return out
 
 
@@ -320,7 +329,8 @@ def enroll_skus(model, calibration, tf_transform_output, class_names, skus, *,
             continue
         text_used = bool(use_text and known_words > 0)
         proto = enrollment.sku_prototypes(calibration, visual, semantic, listing,
-                                          use_text=text_used)
+                                          use_text=text_used,
+                                          listing_visual=emb.listing_visual)
         entry = {"label": sku.label, "source": sku.source, "photos": len(sku.images),
                  "listing_words_known": known_words, "text_used": text_used}
         if sku.label in trained:

@@ -47,7 +47,8 @@ def head_rows(model) -> dict:
 def embed(model: SICoTModel, images, tokens=None, batch: int = BATCH) -> dict:
     """Embeddings of images float [N, S, S, 3] (0..255), with tokens [N, T] for a text model:
     `visual` v [N, D]; with tokens also `semantic` s (the word attention queried by v) and
-    `listing` s0 (queried by nothing: every word weighs the same)."""
+    `listing` s0 (queried by nothing: every word weighs the same), and for a model with a
+    learned listing projection `listing_visual` (R s0, `listing_to_visual`)."""
     import tensorflow as tf
 
     n = len(images)
@@ -55,6 +56,8 @@ def embed(model: SICoTModel, images, tokens=None, batch: int = BATCH) -> dict:
     text = tokens is not None and model.model_config.uses_text
     if text:
         out["semantic"], out["listing"] = [], []
+        if model.has_listing_projection:
+            out["listing_visual"] = []
     for start in range(0, n, batch):
         x = tf.cast(images[start:start + batch], tf.float32)
         v = model.visual_tower(x, training=False)
@@ -62,7 +65,10 @@ def embed(model: SICoTModel, images, tokens=None, batch: int = BATCH) -> dict:
         if text:
             t = tf.cast(tokens[start:start + batch], tf.int32)
             out["semantic"].append(np.asarray(model.word_attention(v, t)[0]))
-            out["listing"].append(np.asarray(model.word_attention(tf.zeros_like(v), t)[0]))
+            s0 = model.word_attention(tf.zeros_like(v), t)[0]
+            out["listing"].append(np.asarray(s0))
+            if model.has_listing_projection:
+                out["listing_visual"].append(np.asarray(model.listing_to_visual(s0)))
     dim = model.model_config.embedding_dim
     return {k: (np.concatenate(v) if v else np.zeros((0, dim), np.float32))
             for k, v in out.items()}
@@ -77,6 +83,18 @@ def embed_listings(model: SICoTModel, tokens, batch: int = BATCH):
         t = tf.cast(tokens[start:start + batch], tf.int32)
         zeros = tf.zeros((tf.shape(t)[0], model.model_config.embedding_dim))
         parts.append(np.asarray(model.word_attention(zeros, t)[0]))
+    dim = model.model_config.embedding_dim
+    return np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
+
+
+def listing_to_visual(model: SICoTModel, listings, batch: int = BATCH):
+    """R s0 [N, D] of listing embeddings s0 [N, D] for a model that learned the listing ->
+    visual projection in training (`listing_weight`), else None."""
+    if not model.has_listing_projection:
+        return None
+    parts = [np.asarray(model.listing_to_visual(np.asarray(listings[start:start + batch],
+                                                           np.float32)))
+             for start in range(0, len(listings), batch)]
     dim = model.model_config.embedding_dim
     return np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
 

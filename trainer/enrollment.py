@@ -10,7 +10,9 @@ embedding s; fused head: [v, s]) and is scored like a cosine classifier (imprint
    attention with an empty visual query (every word weighs the same: there is no photo to
    attend from). A ridge map M, fitted on the training examples (s0 of each training title ->
    the mean visual embedding of its class; strength by exact leave-one-out error), carries it
-   into the visual space: t = M s0.
+   into the visual space: t = M s0. A model that learned a listing -> visual projection R in
+   training (`ModelConfig.listing_weight`) has the map fitted on R s0 instead: t = M R s0
+   (`Calibration.text_input`).
 3. Both are independent noisy estimates of the class mean, combined by inverse variance:
        p = (k m_k + lambda t) / (k + lambda),   lambda = sigma_v^2 / sigma_t^2,
    sigma_v^2 the mean squared distance of a photo embedding from its class mean, sigma_t^2
@@ -53,6 +55,7 @@ SCORINGS = ("auto", "same-footing", "budget")  # step 6 by the held-out check, a
 CALIBRATION_VERSION = 4  # bump when the saved calibration changes meaning (4: class means always)
 CALIBRATION_FILE = "enrollment_calibration.npz"  # in a model's run folder
 HEADS = ("visual", "semantic", "fused")
+TEXT_INPUTS = ("listing", "listing_visual")  # s0, or R s0 (a learned projection)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,11 +194,18 @@ class Calibration:
     photo_variance: float         # sigma_v^2
     text_variance: float          # sigma_t^2
     heads: dict                   # head name -> HeadCalibration
+    text_input: str = "listing"   # what text_map reads: s0 or R s0 (TEXT_INPUTS)
+
+    def __post_init__(self):
+        if self.text_input not in TEXT_INPUTS:
+            raise ValueError(f"Calibration.text_input={self.text_input!r}: expected one of "
+                             f"{list(TEXT_INPUTS)}")
 
     def summary(self) -> dict:
         return {"text_weight": self.text_weight, "photo_variance": self.photo_variance,
                 "text_variance": self.text_variance,
                 "text_map_alpha": None if self.text_map is None else self.text_map.alpha,
+                "text_input": self.text_input,
                 "score_scale": {k: h.scale for k, h in self.heads.items()},
                 "validation_photos": {k: len(h.trained_max) for k, h in self.heads.items()},
                 "same_footing": {k: h.same_footing for k, h in self.heads.items()},
@@ -214,15 +224,17 @@ def fit_calibration(train, heads: dict, num_classes: int, seed: int = 0,
 
     Args:
       train: dict of numpy arrays over training examples: `labels` [N], `visual` [N, D] and,
-        for text models, `listing` [N, D] (s0) and `semantic` [N, D] (s with its own image).
+        for text models, `listing` [N, D] (s0) and `semantic` [N, D] (s with its own image);
+        `listing_visual` [N, D] (R s0) for a model with a learned listing projection: the text
+        map is then fitted on it.
       heads: head name -> HeadRows; names from HEADS.
       held_out: the same for held-out examples of the trained classes (the eval split), or
         None: then no head goes on the same footing (nothing to check it on).
     """
     labels = np.asarray(train["labels"]).reshape(-1)
     keep = (labels >= 0) & (labels < num_classes)
-    data = {k: np.asarray(train[k])[keep] for k in ("visual", "listing", "semantic")
-            if k in train}
+    data = {k: np.asarray(train[k])[keep]
+            for k in ("visual", "listing", "listing_visual", "semantic") if k in train}
     labels = labels[keep]
     visual = np.asarray(data["visual"], np.float64)
     mu_v, counts = class_means(visual, labels, num_classes)
@@ -232,9 +244,10 @@ def fit_calibration(train, heads: dict, num_classes: int, seed: int = 0,
     multi = counts > 1
     photo_variance = float(np.mean(per_class[multi] / (counts[multi] - 1))) if multi.any() else 0.0
     text_map, text_variance, text_weight = None, float("inf"), 0.0
-    if "listing" in data:
+    text_input = "listing_visual" if "listing_visual" in data else "listing"
+    if text_input in data:
         idx = balanced_subset(labels, seed=seed)
-        text_map = fit_ridge(np.asarray(data["listing"], np.float64)[idx], mu_v[labels[idx]])
+        text_map = fit_ridge(np.asarray(data[text_input], np.float64)[idx], mu_v[labels[idx]])
         text_variance = text_map.loo_mse
         text_weight = photo_variance / text_variance if text_variance > 0 else 0.0
     validation = balanced_subset(labels, VALIDATION_PER_CLASS, seed=seed + 1, cap=MAX_VALIDATION)
@@ -261,7 +274,7 @@ def fit_calibration(train, heads: dict, num_classes: int, seed: int = 0,
             unit(means).astype(np.float32),
             held_out_top1)
     return Calibration(text_map, float(text_weight), photo_variance, float(text_variance),
-                       head_calibrations)
+                       head_calibrations, text_input)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,7 +282,7 @@ def fit_calibration(train, heads: dict, num_classes: int, seed: int = 0,
 
 
 def sku_prototypes(calibration: Calibration, photo_visual, photo_semantic, listing,
-                   use_text: bool = True) -> dict:
+                   use_text: bool = True, listing_visual=None) -> dict:
     """Prototypes of one SKU per head input.
 
     Args:
@@ -277,6 +290,8 @@ def sku_prototypes(calibration: Calibration, photo_visual, photo_semantic, listi
       photo_semantic: [k, D] the semantic embedding of its listing with each photo as query.
       listing: [D] s0 of its listing, or None (no text branch).
       use_text: False = photos only (the "without text" setting).
+      listing_visual: [D] R s0 of its listing; needed (with a listing) when the calibration's
+        text map reads it (`text_input` "listing_visual").
 
     Returns {"visual": [D], and with a listing "semantic": [D], "fused": [2D]}; raises
     ValueError for a SKU with neither photos nor usable text.
@@ -290,7 +305,13 @@ def sku_prototypes(calibration: Calibration, photo_visual, photo_semantic, listi
         parts.append(np.mean(np.asarray(photo_visual, np.float64), axis=0))
         weights.append(float(k))
     if has_text:
-        parts.append(calibration.text_map(np.asarray(listing, np.float64)[None])[0])
+        text = listing
+        if calibration.text_input == "listing_visual":
+            if listing_visual is None:
+                raise ValueError("the calibration's text map reads R s0 (a model with a "
+                                 "learned listing projection): pass listing_visual")
+            text = listing_visual
+        parts.append(calibration.text_map(np.asarray(text, np.float64)[None])[0])
         weights.append(calibration.text_weight if k else 1.0)
     visual = sum(w * p for w, p in zip(weights, parts)) / sum(weights)
     out = {"visual": visual}
@@ -360,7 +381,8 @@ def save_calibration(calibration: Calibration, path) -> None:
     if calibration.text_map is not None:
         m = calibration.text_map
         arrays.update({"text.coef": m.coef, "text.intercept": m.intercept,
-                       "text.alpha": m.alpha, "text.loo_mse": m.loo_mse})
+                       "text.alpha": m.alpha, "text.loo_mse": m.loo_mse,
+                       "text.input": calibration.text_input})
     for name, h in calibration.heads.items():
         arrays.update({f"{name}.scale": h.scale, f"{name}.validation": h.validation,
                        f"{name}.trained_max": h.trained_max,
@@ -389,5 +411,7 @@ def load_calibration(path) -> Calibration | None:
             heads[n] = HeadCalibration(
                 float(data[f"{n}.scale"]), data[f"{n}.validation"], data[f"{n}.trained_max"],
                 data[f"{n}.class_means"], held_out)
+        # files written before the learned projection: the map read s0
+        text_input = str(data["text.input"]) if "text.input" in data else "listing"
         return Calibration(text_map, float(data["text_weight"]), float(data["photo_variance"]),
-                           float(data["text_variance"]), heads)
+                           float(data["text_variance"]), heads, text_input)

@@ -62,7 +62,8 @@ def catalogue_search_items(model_dir: str, catalogue_path: str, max_images=None,
         if sku.images:
             items = items.concat(enroll.sku_items(sku, emb))
         elif calibration is not None and emb.known_words:
-            proto = enrollment.sku_prototypes(calibration, emb.visual, emb.semantic, emb.listing)
+            proto = enrollment.sku_prototypes(calibration, emb.visual, emb.semantic, emb.listing,
+                                              listing_visual=emb.listing_visual)
             items = items.concat(enroll.sku_items(sku, emb, proto["visual"]))
         else:
             catalogue.quarantine.append({"source": sku.source, "label": sku.label,

@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 from keras import ops
 
+from sicot.trainer.model_config import LISTING_LOSSES
+
 LOSS_TYPES = ("ce", "logit_adjust", "balanced_softmax")
 ALIGN_DIRECTIONS = ("visual_to_semantic", "semantic_to_visual", "both")
 
@@ -104,3 +106,28 @@ def contrastive_loss(visual, semantic, labels, temperature: float, valid=None):
     image_to_text = ops.logsumexp(masked, axis=-1) - diag
     text_to_image = ops.logsumexp(ops.transpose(masked), axis=-1) - diag
     return 0.5 * (image_to_text + text_to_image) * valid
+
+
+def listing_loss(listing, visual, labels, kind: str, temperature: float = 0.1):
+    """How far a listing's visual-space estimate is from its photos; [B] (issue 13).
+
+    `listing` [B, D] is the projected listing embedding of each example's own text, `visual`
+    [B, D] the visual embeddings of the batch's photos; the visual side gets a stop-gradient
+    (only the text side learns to land on the photos, not the reverse). `cosine`: 1 - cos(t_i,
+    v_i). `contrastive`: text -> image InfoNCE over the batch's photos with every photo of the
+    same label a positive (supervised contrastive, Khosla et al. 2020):
+    logsumexp_j(c_ij / T) - logsumexp_{j: y_j = y_i}(c_ij / T), c the cosine, so a listing is
+    pulled toward its class's photos and away from other classes' (what enrolment needs: a
+    listing prototype nearer its own class than the others).
+    """
+    if kind not in LISTING_LOSSES:
+        raise ValueError(f"kind={kind!r}: expected one of {list(LISTING_LOSSES)}")
+    t = _l2_normalize(ops.cast(listing, "float32"))
+    v = _l2_normalize(ops.stop_gradient(ops.cast(visual, "float32")))
+    if kind == "cosine":
+        return 1.0 - ops.sum(t * v, axis=-1)
+    logits = ops.matmul(t, ops.transpose(v)) / temperature  # [B, B]
+    labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
+    same = ops.equal(labels[:, None], labels[None, :])  # the diagonal included: never empty
+    positives = ops.logsumexp(ops.where(same, logits, ops.full_like(logits, -1e9)), axis=-1)
+    return ops.logsumexp(logits, axis=-1) - positives

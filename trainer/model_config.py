@@ -26,6 +26,7 @@ DISTILL_SPACES = ("adjusted", "raw")
 ALIGN_DIRECTIONS = ("visual_to_semantic", "semantic_to_visual", "both")
 WORD_TARGETS = ("bag", "attention")
 TEXT_CENTRE_SOURCES = ("embedding", "word_predictor")
+LISTING_LOSSES = ("contrastive", "cosine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +85,15 @@ class ModelConfig:
       contrastive_weight, contrastive_temperature: symmetric image-text InfoNCE between the
         visual embedding v and the semantic embedding s over the batch (own text positive,
         other classes' texts negative, same-class texts masked; both sides move).
+      listing_weight, listing_loss, listing_temperature: a listing -> visual map learned in
+        training, for enrolment (issue 13): the listing embedding s0 of the example's own text
+        (the word attention queried by nothing, as enrolment computes it) goes through a
+        learned projection into the visual space and is trained to land on the visual
+        embedding of the example (`cosine`: 1 - cos) or nearer the batch's photos of its own
+        class than the others (`contrastive`: text -> image InfoNCE, same-label photos
+        positive). The visual side gets a stop-gradient (noisy text must not pull the tower);
+        the word embeddings and the projection learn. Enrolment then maps listings through the
+        projection before its ridge map. 0 = no projection (the default).
       learning_rate, weight_decay, epochs, batch_size, seed: the schedule (AdamW, cosine decay).
 
     The input image size is not a model setting: it is the Transform's
@@ -142,6 +152,9 @@ class ModelConfig:
     word_prediction_target: str = "bag"
     contrastive_weight: float = 0.0
     contrastive_temperature: float = 0.1
+    listing_weight: float = 0.0
+    listing_loss: str = "contrastive"
+    listing_temperature: float = 0.1
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     epochs: int = 10
@@ -175,6 +188,7 @@ class ModelConfig:
         check_choice("align_direction", ALIGN_DIRECTIONS)
         check_choice("word_prediction_target", WORD_TARGETS)
         check_choice("text_centre_source", TEXT_CENTRE_SOURCES)
+        check_choice("listing_loss", LISTING_LOSSES)
         if (self.text_centres and self.text_centre_source == "word_predictor"
                 and self.word_prediction_weight <= 0):
             raise ValueError("ModelConfig: text_centre_source='word_predictor' needs "
@@ -197,7 +211,8 @@ class ModelConfig:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: must be >= 0")
         for name in ("tau", "visual_weight", "semantic_weight", "fused_weight",
                      "distill_weight", "align_weight", "weight_decay",
-                     "word_prediction_weight", "crt_distill_weight", "contrastive_weight"):
+                     "word_prediction_weight", "crt_distill_weight", "contrastive_weight",
+                     "listing_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: must be >= 0")
         if self.sampled_classifier_min_classes < 1:
@@ -212,16 +227,16 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.centre_momentum={self.centre_momentum!r}: must be "
                              f"in [0, 1)")
         for name in ("learning_rate", "distill_temperature", "cosine_scale",
-                     "contrastive_temperature",
+                     "contrastive_temperature", "listing_temperature",
                      "centre_learning_rate"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: must be > 0")
 
         if not self.uses_text and (self.text_centres or self.word_prediction_weight > 0
-                                   or self.contrastive_weight > 0):
-            raise ValueError(f"ModelConfig: text_centres, word_prediction_weight and "
-                             f"contrastive_weight need the text branch (model_type='sicot'), "
-                             f"got model_type={self.model_type!r}")
+                                   or self.contrastive_weight > 0 or self.listing_weight > 0):
+            raise ValueError(f"ModelConfig: text_centres, word_prediction_weight, "
+                             f"contrastive_weight and listing_weight need the text branch "
+                             f"(model_type='sicot'), got model_type={self.model_type!r}")
 
     @property
     def retrains_classifier(self) -> bool:

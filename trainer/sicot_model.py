@@ -27,11 +27,15 @@ class SICoTModel(keras.Model):
       w_v L(y, visual) + w_s L(y, semantic) + w_f L(y, fused)
       + w_d T^2 KL(softmax(sg(teacher')/T) || softmax(visual'/T)) + w_a (1 - cos(v, s))
       + w_w CE(word target, softmax(word_predictor(v)))
+      + w_l L_listing(R s0, sg(v))
     where L is the long-tail loss of the config (CE / logit adjustment / balanced softmax with
     the class prior from the training counts), the teacher is the fused or semantic head and
     ' marks the logits in the loss's training space (+ tau log prior, `distill_space`).
     Text terms are averaged over the examples that have text only. At query time the visual
     head alone recognises an image; the fused head serves image + text queries.
+    s0 is the word attention queried by nothing (every word of the example's text weighs the
+    same: how enrolment reads a catalogue listing) and R a learned projection into the visual
+    space (`listing_weight` > 0 only; `long_tail_losses.listing_loss`).
     With `text_centres`, the visual head's class centres are w_c + Q sum_k omega_ck e(word_ck)
     (the class word table set by `set_class_words`, embeddings e shared with the attention).
 
@@ -47,7 +51,8 @@ class SICoTModel(keras.Model):
 
     Returns:
       dict: `visual_logits` [B, C], `embedding` [B, D]; with tokens and a text model also
-      `semantic_logits`, `fused_logits` [B, C], `semantic` [B, D], `attention` [B, T].
+      `semantic_logits`, `fused_logits` [B, C], `semantic` [B, D], `attention` [B, T], and
+      with `listing_weight` > 0 `listing_visual` [B, D] (R s0).
     """
 
     def __init__(self, num_classes, vocab_size, class_counts, config=None, **kwargs):
@@ -88,6 +93,9 @@ class SICoTModel(keras.Model):
                 cfg.embedding_dim, use_bias=False, name="text_centre_projection")  # Q
         if cfg.word_prediction_weight > 0:
             self.word_predictor = layers.Dense(self.vocab_size, name="word_predictor")
+        if cfg.listing_weight > 0:
+            self.listing_projection = layers.Dense(cfg.embedding_dim,
+                                                   name="listing_projection")  # R
         if cfg.uses_text:
             self.word_attention = BilinearWordAttention(
                 self.vocab_size, cfg.token_dim, cfg.attention_rank, cfg.embedding_dim,
@@ -110,6 +118,8 @@ class SICoTModel(keras.Model):
             names += ("words",)
         if self.model_config.contrastive_weight > 0:
             names += ("contrast",)
+        if self.model_config.listing_weight > 0:
+            names += ("listing",)
         return names
 
     def build(self, input_shape):
@@ -140,7 +150,18 @@ class SICoTModel(keras.Model):
                 head.kernel.trainable = False
         if self.model_config.word_prediction_weight > 0:
             self.word_predictor.build((None, dim))
+        if self.model_config.listing_weight > 0:
+            self.listing_projection.build((None, dim))
         self.built = True
+
+    @property
+    def has_listing_projection(self) -> bool:
+        """Whether the model learned a listing -> visual projection R (`listing_weight`)."""
+        return self.model_config.listing_weight > 0
+
+    def listing_to_visual(self, listing):
+        """R s0: listing embeddings [N, D] (s0) -> the visual space [N, D]."""
+        return self.listing_projection(listing)
 
     def set_class_words(self, ids, weights):
         """Sets the class word table (`class_words.class_word_table`): ids int [C, K], weights
@@ -190,6 +211,11 @@ class SICoTModel(keras.Model):
                 outputs[contract.SEMANTIC_LOGITS] = self.semantic_head(semantic)
                 outputs[contract.FUSED_LOGITS] = self.fused_head(
                     ops.concatenate([text_visual, semantic], -1))
+            if self.model_config.listing_weight > 0:
+                # s0 as enrolment computes it: an empty query, every word weighs the same
+                listing, _ = self.word_attention(ops.zeros_like(text_visual),
+                                                 inputs[contract.TOKENS_INPUT])
+                outputs["listing_visual"] = self.listing_projection(listing)
             if "word_logits" in outputs:
                 outputs["word_target"] = self._word_target(inputs[contract.TOKENS_INPUT],
                                                              attention)
@@ -269,6 +295,10 @@ class SICoTModel(keras.Model):
             terms["contrast"] = text_mean(long_tail_losses.contrastive_loss(
                 y_pred[contract.EMBEDDING], y_pred[contract.SEMANTIC], y,
                 cfg.contrastive_temperature, valid=has_text))
+        if "listing" in self._term_trackers:
+            terms["listing"] = text_mean(long_tail_losses.listing_loss(
+                y_pred["listing_visual"], y_pred[contract.EMBEDDING], y, cfg.listing_loss,
+                cfg.listing_temperature))
         if "words" in self._term_trackers:
             if "word_logits" in y_pred:
                 target = y_pred["word_target"]  # [B, T]
@@ -286,7 +316,7 @@ class SICoTModel(keras.Model):
         weights = {"visual": cfg.visual_weight, "semantic": cfg.semantic_weight,
                    "fused": cfg.fused_weight, "distill": cfg.distill_weight,
                    "align": cfg.align_weight, "words": cfg.word_prediction_weight,
-                   "contrast": cfg.contrastive_weight}
+                   "contrast": cfg.contrastive_weight, "listing": cfg.listing_weight}
         if self.retraining:  # cRT stage 2: only the visual head learns
             weights = {"visual": 1.0, "distill": cfg.crt_distill_weight}
             return sum(weights[name] * terms[name] for name in weights if name in terms)
@@ -317,6 +347,8 @@ class SICoTModel(keras.Model):
             parts += [self.word_attention, self.semantic_head, self.fused_head]
         if self.model_config.word_prediction_weight > 0:
             parts.append(self.word_predictor)
+        if self.model_config.listing_weight > 0:
+            parts.append(self.listing_projection)
         if self.model_config.text_centres and self.model_config.text_centre_source == "embedding":
             parts.append(self.text_centre_projection)
         return parts

@@ -270,3 +270,37 @@ def test_enroll_settings_name_the_bad_value():
         enroll.enroll_settings(max_images_per_sku=-1)
     with pytest.raises(TypeError):
         enroll.enroll_settings(max_images=3)  # the Enroller's JSON settings: known keys only
+
+
+def test_a_model_with_a_learned_listing_projection_enrols_listings_through_it(
+        trained, trained_listing, catalogue, tmp_path):
+    """`listing_weight` > 0: the calibration `sicot train` saves maps R s0, and a listing-only
+    SKU's visual prototype is that map of R s0 (not of s0)."""
+    import keras
+    import tensorflow_transform as tft
+
+    from sicot.data.catalogue import read_catalogue
+    from sicot.trainer import enrolled_model
+
+    folder = trained_listing
+    calibration = enrollment.load_calibration(
+        os.path.join(folder, "run", enrollment.CALIBRATION_FILE))
+    assert calibration.text_input == "listing_visual"
+    out = str(tmp_path / "enrolled")
+    report = enroll.enroll_folder(folder, str(catalogue), out, log=lambda *_: None)
+    assert report["calibration"]["text_input"] == "listing_visual"
+    model = _load_keras(out)
+    base = enrolled_model.base_model(model)
+    assert base.has_listing_projection
+    sku = [s for s in read_catalogue(str(catalogue)).skus if s.label == "grey_listing"][0]
+    tto = tft.TFTransformOutput(trained["transform"].transform_output_dir)
+    _, tokens = enrolled_model.transform_raw(tto, [enroll.placeholder_image()], [sku.title],
+                                             [sku.tags])
+    s0 = enrolled_model.embed_listings(base, tokens)
+    expected = enrollment.unit(calibration.text_map(enrolled_model.listing_to_visual(base, s0)))
+    slot = report["enrolled_labels"].index("grey_listing")
+    got = np.asarray(model.enrolled_head("visual").prototypes.numpy())[slot]
+    np.testing.assert_allclose(got, expected[0], rtol=1e-4, atol=1e-5)
+    assert not np.allclose(expected, enrollment.unit(calibration.text_map(s0)), atol=1e-3)
+    assert isinstance(keras.saving.load_model(os.path.join(folder, "run", "model.keras")),
+                      type(base))

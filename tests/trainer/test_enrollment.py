@@ -204,3 +204,29 @@ def test_same_footing_is_refused_when_the_class_means_lose_on_held_out_photos():
     assert forced.offset == 0.0
     with pytest.raises(ValueError, match="scoring"):
         E.enrolled_scores(calibration, "visual", mu[50:52], 0.01, "sometimes")
+
+
+def test_a_learned_listing_projection_feeds_the_text_map(tmp_path):
+    """A model with a listing -> visual projection R gives `listing_visual` (R s0): the text
+    map reads it, not s0; here s0 carries nothing and R s0 the class, so only reading R s0
+    places a listing near its class."""
+    world = _world()
+    rng, mu = world["rng"], world["mu"]
+    train = dict(world, listing=rng.normal(size=world["listing"].shape),
+                 listing_visual=world["listing"])
+    calibration = E.fit_calibration(train, {}, 40)
+    assert calibration.text_input == "listing_visual"
+    assert E.fit_calibration(world, {}, 40).text_input == "listing"
+    target = 3
+    listing_visual = mu[target] @ world["mix"]
+    no_photo = np.zeros((0, 6))
+    proto = E.sku_prototypes(calibration, no_photo, no_photo, rng.normal(size=6),
+                             listing_visual=listing_visual)["visual"]
+    assert np.linalg.norm(proto - mu[target]) < 0.3 * np.linalg.norm(mu[target])
+    with pytest.raises(ValueError, match="listing_visual"):
+        E.sku_prototypes(calibration, no_photo, no_photo, rng.normal(size=6))
+    E.save_calibration(calibration, tmp_path / "c.npz")
+    loaded = E.load_calibration(tmp_path / "c.npz")
+    assert loaded.text_input == "listing_visual" and loaded.summary() == calibration.summary()
+    with pytest.raises(ValueError, match="text_input='visual'"):
+        E.Calibration(None, 0.0, 1.0, 1.0, {}, "visual")

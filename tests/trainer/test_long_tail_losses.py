@@ -126,3 +126,34 @@ def test_contrastive_moves_both_sides_and_matched_pairs_score_low():
     matched = np.asarray(L.contrastive_loss(v.numpy(), v.numpy(), np.arange(4), 0.1))
     assert (matched < np.asarray(L.contrastive_loss(v.numpy(), s.numpy(), np.arange(4), 0.1))
             ).all()
+
+
+def _np_listing_contrastive(t, v, labels, temperature):
+    t = t / np.linalg.norm(t, axis=-1, keepdims=True)
+    v = v / np.linalg.norm(v, axis=-1, keepdims=True)
+    z = t @ v.T / temperature
+    same = labels[:, None] == labels[None, :]
+    return np.array([np.log(np.exp(z[i]).sum()) - np.log(np.exp(z[i, same[i]]).sum())
+                     for i in range(len(t))])
+
+
+def test_listing_loss_matches_numpy_and_moves_only_the_listing_side():
+    t, v = RNG.randn(6, 5).astype("float32"), RNG.randn(6, 5).astype("float32")
+    np.testing.assert_allclose(np.asarray(L.listing_loss(t, v, LABELS, "contrastive", 0.5)),
+                               _np_listing_contrastive(t, v, LABELS, 0.5), rtol=1e-4, atol=1e-5)
+    cos = (t * v).sum(-1) / (np.linalg.norm(t, axis=-1) * np.linalg.norm(v, axis=-1))
+    np.testing.assert_allclose(np.asarray(L.listing_loss(t, v, LABELS, "cosine")), 1 - cos,
+                               rtol=1e-5)
+    # Same-class photos are positives: a listing on its class's other photo scores low.
+    on_class = v.copy()
+    on_class[3] = v[4]  # rows 3 and 4 share class 3
+    assert (L.listing_loss(on_class, v, LABELS, "contrastive", 0.1)[3]
+            < L.listing_loss(v[[0, 1, 2, 0, 4, 5]], v, LABELS, "contrastive", 0.1)[3])
+    tv, vv = tf.Variable(t), tf.Variable(v)
+    for kind in ("contrastive", "cosine"):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(L.listing_loss(tv, vv, LABELS, kind, 0.1))
+        gt, gv = tape.gradient(loss, [tv, vv])
+        assert np.abs(gt.numpy()).sum() > 0 and gv is None  # the photos are held fixed
+    with pytest.raises(ValueError, match="kind='dot'"):
+        L.listing_loss(t, v, LABELS, "dot")

@@ -295,3 +295,59 @@ def test_contrastive_term_is_weighted_finite_with_empty_text_and_trains():
     assert contrast() < before
     with pytest.raises(ValueError, match="contrastive_weight"):
         ModelConfig.preset("crt").replace(contrastive_weight=1.0)
+
+
+@pytest.mark.parametrize("kind", ["contrastive", "cosine"])
+def test_listing_term_trains_the_text_side_only_and_reads_s0_as_enrolment_does(kind, tmp_path):
+    x, y = _batch()
+    model = _model("sicot", listing_weight=0.5, listing_loss=kind, augment=False,
+                   classifier_retraining=True)
+    out = model(x, training=True)
+    # R s0 with s0 the word attention under an empty query (every word weighs the same), as
+    # enrolment computes it (enrolled_model.embed_listings), not s (queried by the photo).
+    s0, weights = model.word_attention(np.zeros((8, 8), "float32"), x["tokens"])
+    np.testing.assert_allclose(np.asarray(weights[1]), [0.5, 0.5, 0, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(out["listing_visual"]),
+                               np.asarray(model.listing_to_visual(s0)), rtol=1e-5, atol=1e-6)
+    terms = {k: float(v) for k, v in model.loss_terms(y, out).items()}
+    assert np.isfinite(terms["listing"]) and terms["listing"] > 0
+    weights = dict(visual=1, semantic=1, fused=1, distill=1, align=0.5, listing=0.5)
+    np.testing.assert_allclose(float(model.compute_loss(x, y, out)),
+                               sum(w * terms[k] for k, w in weights.items()), rtol=1e-5)
+    # The visual side is held fixed: the term's gradient reaches R and the word embeddings,
+    # not the tower.
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        loss = model.loss_terms(y, model(x, training=True))["listing"]
+    grads = tape.gradient(loss, model.trainable_variables)
+    moved = {v.path.split("/")[1] for v, g in zip(model.trainable_variables, grads)
+             if g is not None and float(tf.reduce_sum(tf.abs(g))) > 0}
+    assert "listing_projection" in moved and "word_attention" in moved
+    assert "visual_tower" not in moved
+    # With the other terms off the photos stay put, and the listings learn to land on them.
+    alone = _model("sicot", listing_weight=1.0, listing_loss=kind, augment=False,
+                   visual_weight=0.0, semantic_weight=0.0, fused_weight=0.0,
+                   distill_weight=0.0, align_weight=0.0)
+    alone.compile(optimizer=keras.optimizers.Adam(1e-3))
+
+    def listing():
+        return float(alone.loss_terms(y, alone(x, training=True))["listing"])
+
+    before = listing()
+    for _ in range(10):
+        alone.train_on_batch(x, y)
+    assert listing() < before
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.has_listing_projection and loaded.get_config() == model.get_config()
+    np.testing.assert_allclose(np.asarray(loaded.listing_to_visual(s0)),
+                               np.asarray(model.listing_to_visual(s0)), rtol=1e-5, atol=1e-6)
+    model.start_classifier_retraining(seed=1)  # cRT stage 2 freezes the projection too
+    assert not any(v is model.listing_projection.kernel for v in model.trainable_variables)
+    assert not _model("sicot").has_listing_projection
+    with pytest.raises(ValueError, match="listing_weight"):
+        ModelConfig.preset("cosine").replace(listing_weight=1.0)
+    with pytest.raises(ValueError, match="listing_loss"):
+        ModelConfig().replace(listing_loss="dot")
