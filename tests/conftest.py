@@ -2,7 +2,8 @@
 
 The `sicot enroll` fixtures of the trainer and serving tests: two tiny trained models
 (sicot and cosine, 1 short epoch through the TFX run_fn), a catalogue, and the sicot model
-enrolled with it. Built once per session (about 3 minutes on 2 CPUs).
+enrolled with it; a third (sicot with the listing loss) only for the test that asks for it.
+Built once per session (about 3 minutes on 2 CPUs).
 
 `chromium`: headless Chromium (Debian package `chromium`, installed by
 scripts/install_chromium.sh when missing) that loads a local HTML file from a fresh profile,
