@@ -25,6 +25,17 @@ def _batch(n=8, seed=0):
     return {"image": images, "tokens": tokens}, labels.astype("int32")
 
 
+def _term_before_and_after_training(model, x, y, term, steps):
+    """One loss term of a compiled model on (x, y), before and after `steps` training steps."""
+    def value():
+        return float(model.loss_terms(y, model(x, training=True))[term])
+
+    before = value()
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    return before, value()
+
+
 def test_outputs_of_sicot_and_of_a_visual_only_baseline():
     x, _ = _batch()
     out = _model("sicot")(x)
@@ -156,14 +167,8 @@ def test_word_prediction_term_trains_and_is_finite_with_empty_text(target):
     terms = model.loss_terms(y, out)
     assert np.isfinite(float(terms["words"])) and float(terms["words"]) > 0
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
-
-    def words_loss():
-        return float(model.loss_terms(y, model(x, training=True))["words"])
-
-    before = words_loss()
-    for _ in range(5):
-        model.train_on_batch(x, y)
-    assert words_loss() < before
+    before, after = _term_before_and_after_training(model, x, y, "words", steps=5)
+    assert after < before
     # The word predictor is a training head: no word outputs at inference.
     assert "word_logits" not in model(x)
 
@@ -285,14 +290,8 @@ def test_contrastive_term_is_weighted_finite_with_empty_text_and_trains():
     np.testing.assert_allclose(float(model.compute_loss(x, y, out)),
                                sum(w * terms[k] for k, w in weights.items()), rtol=1e-5)
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
-
-    def contrast():
-        return float(model.loss_terms(y, model(x, training=True))["contrast"])
-
-    before = contrast()
-    for _ in range(5):
-        model.train_on_batch(x, y)
-    assert contrast() < before
+    before, after = _term_before_and_after_training(model, x, y, "contrast", steps=5)
+    assert after < before
     with pytest.raises(ValueError, match="contrastive_weight"):
         ModelConfig.preset("crt").replace(contrastive_weight=1.0)
 
@@ -330,14 +329,8 @@ def test_listing_term_trains_the_text_side_only_and_reads_s0_as_enrolment_does(k
                    visual_weight=0.0, semantic_weight=0.0, fused_weight=0.0,
                    distill_weight=0.0, align_weight=0.0)
     alone.compile(optimizer=keras.optimizers.Adam(1e-3))
-
-    def listing():
-        return float(alone.loss_terms(y, alone(x, training=True))["listing"])
-
-    before = listing()
-    for _ in range(10):
-        alone.train_on_batch(x, y)
-    assert listing() < before
+    before, after = _term_before_and_after_training(alone, x, y, "listing", steps=10)
+    assert after < before
     path = str(tmp_path / "m.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
