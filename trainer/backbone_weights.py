@@ -14,6 +14,9 @@ that does not fit is refused with a ValueError naming the first layer that does 
 (in the file's layer order) and both shapes, instead of Keras' silent partial loads (a
 Keras 3 file with extra layers loads without a word). PATH may be any `tf.io.gfile` path
 (gs://...): it is copied to a local temporary file, since HDF5 reads local files only.
+
+`initialise_tower` is the one entry point of training: it also takes "imagenet", the ImageNet
+weights an installed package ships for `efficientnet_lite0` (`imagenet_weights.py`).
 """
 from __future__ import annotations
 
@@ -169,3 +172,17 @@ def load_backbone_weights(tower, path: str) -> str:
             os.replace(os.path.join(tmp, "in.h5"), local)
             wrapper.load_weights(local)
     return kind
+
+
+def initialise_tower(tower, weights: str) -> str:
+    """Starts the built tower from `weights` (`ModelConfig.tower_weights`): "imagenet" (the
+    packaged ImageNet weights of the backbone, `imagenet_weights.py`) or a weights file
+    (`load_backbone_weights`). Returns the kind of weights loaded."""
+    if weights == "imagenet":
+        from sicot.trainer.imagenet_weights import load_imagenet_weights
+
+        if tower.backbone != "efficientnet_lite0":
+            raise ValueError(f"backbone weights 'imagenet' are packaged for efficientnet_lite0, "
+                             f"not {tower.backbone!r}")
+        return load_imagenet_weights(tower.efficientnet)
+    return load_backbone_weights(tower, weights)

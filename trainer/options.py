@@ -14,7 +14,8 @@ import dataclasses
 from typing import Mapping, Sequence
 
 from sicot.errors import UserError
-from sicot.trainer.model_config import BACKBONES, PRESET_NAMES, ModelConfig
+from sicot.trainer.model_config import (BACKBONES, IMAGENET, PACKAGED_IMAGENET_BACKBONES,
+                                        PRESET_NAMES, ModelConfig)
 from sicot.trainer.preprocessing import TransformConfig
 
 # Environment variables of the tfx CLI runner, by option.
@@ -34,18 +35,26 @@ def add_arguments(parser: argparse.ArgumentParser, *, model_required: bool = Fal
                         help=f"model preset: {', '.join(PRESET_NAMES)}"
                              + ("" if model_required else " (default sicot)"))
     parser.add_argument("--epochs", type=int, help="training epochs (default: the preset's)")
-    parser.add_argument("--backbone", help=f"visual backbone: {' | '.join(BACKBONES)}")
+    parser.add_argument("--backbone", help=f"visual backbone: {' | '.join(BACKBONES)} "
+                                           f"(efficientnet_lite0 starts from ImageNet weights)")
     parser.add_argument("--backbone-weights", metavar="PATH",
-                        help="Keras weights file for the visual tower, any tf.io.gfile path "
-                             "(gs:// on Vertex): a keras.applications ResNet-50 file, or the "
+                        help="what the visual tower starts from: 'imagenet' (the packaged "
+                             "weights, efficientnet_lite0's default), 'none' (random init), or "
+                             "a Keras weights file, any tf.io.gfile path (gs:// on Vertex): a "
+                             "keras.applications ResNet-50 file, or the "
                              "visual_tower.weights.h5 of a trained model")
     parser.add_argument("--backbone-frozen-epochs", type=int, metavar="N",
-                        help="the first N epochs train with the pretrained tower frozen")
+                        help="the first N epochs train with the pretrained backbone frozen, "
+                             "over features computed once; the rest fine-tune it (default: "
+                             "all epochs for a tower that starts from packaged ImageNet "
+                             "weights, else 0)")
     parser.add_argument("--seed", type=int, help="random seed (default: the preset's)")
     parser.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
     parser.add_argument("--image-size", type=int,
                         help=f"side of the square model input, pixels; a Transform setting "
-                             f"(default {d.image_size})")
+                             f"(default {d.image_size}; "
+                             + ", ".join(f"{size} for {name}" for name, size
+                                         in PACKAGED_IMAGENET_BACKBONES.items()) + ")")
     parser.add_argument("--band-edges", metavar="LOW,HIGH",
                         help=f"class bands by training images: few < LOW <= medium <= HIGH < "
                              f"many; a Transform setting (default {low},{high})")
@@ -98,12 +107,15 @@ def configs_from_options(model: str = "sicot", *, epochs: int | None = None,
     """The Transform and model configs of a run; UserError naming the option that is wrong.
 
     None leaves a setting at its default (the preset's for the model). `band_edges` is
-    'LOW,HIGH' or a pair.
+    'LOW,HIGH' or a pair. A backbone with packaged ImageNet weights (efficientnet_lite0) brings
+    two defaults of its own: its image size (96) and every epoch with the backbone frozen.
     """
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     transform = {}
+    if image_size is None and backbone in PACKAGED_IMAGENET_BACKBONES:
+        image_size = PACKAGED_IMAGENET_BACKBONES[backbone]  # the size its features are good at
     if image_size is not None:
         transform["image_size"] = int(image_size)
     if band_edges is not None:
@@ -121,6 +133,10 @@ def configs_from_options(model: str = "sicot", *, epochs: int | None = None,
     changes.update(parse_set_options(set_options))
     try:
         model_config = ModelConfig.preset(model).replace(**changes)
+        if backbone_frozen_epochs is None and model_config.tower_weights == IMAGENET:
+            # ImageNet features are good as they are; fine-tuning is opt-in (minutes an
+            # epoch on CPU, seconds over cached features).
+            model_config = model_config.replace(backbone_frozen_epochs=model_config.epochs)
     except ValueError as e:
         raise UserError(f"--model {model}: {e}" if model not in PRESET_NAMES else str(e)) from None
     return transform_config, model_config

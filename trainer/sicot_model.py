@@ -17,6 +17,9 @@ from sicot.trainer.model_config import ModelConfig
 from sicot.trainer.sampled_classifier_head import SampledClassifierHead
 from sicot.trainer.visual_tower import VisualTower
 
+# The input key of a frozen backbone's pooled features (training only, never served).
+FEATURES_INPUT = "image_features"
+
 @keras.saving.register_keras_serializable(package="sicot")
 class SICoTModel(keras.Model):
     """Side-information co-training model (our reconstruction of SICoT, CIKM 2020).
@@ -47,7 +50,9 @@ class SICoTModel(keras.Model):
 
     Call arguments:
       inputs: dict with `image` float [B, S, S, 3] (0..255) and optionally `tokens` int [B, T].
-        Without `tokens`, only the visual outputs are computed.
+        Without `tokens`, only the visual outputs are computed. In training over cached
+        features (`cached_features.py`), `image_features` float [B, F] (the backbone's pooled
+        features) replaces `image`.
 
     Returns:
       dict: `visual_logits` [B, C], `embedding` [B, D]; with tokens and a text model also
@@ -69,8 +74,10 @@ class SICoTModel(keras.Model):
         self.model_config = cfg
         self._log_prior = long_tail_losses.log_class_prior(class_counts)
 
-        self.visual_tower = VisualTower(cfg.backbone, cfg.embedding_dim,
-                                        stem_stride=cfg.stem_stride, name="visual_tower")
+        self.visual_tower = VisualTower(
+            cfg.backbone, cfg.embedding_dim, stem_stride=cfg.stem_stride,
+            frozen_bn=cfg.pretrained_tower and cfg.pretrained_bn == "frozen",
+            name="visual_tower")
         # Above the class-count threshold: Partial FC heads (train on a class sample, exact
         # softmax at evaluation and serving), one sample per step shared by all heads.
         self.sampled = cfg.uses_sampled_classifier(self.num_classes)
@@ -187,7 +194,10 @@ class SICoTModel(keras.Model):
         return self.text_centre_projection(pooled)
 
     def call(self, inputs, training=False):
-        visual = self.visual_tower(inputs[contract.IMAGE_INPUT], training=training)
+        if FEATURES_INPUT in inputs:  # a frozen backbone's features, computed once
+            visual = self.visual_tower.embed(inputs[FEATURES_INPUT], training=training)
+        else:
+            visual = self.visual_tower(inputs[contract.IMAGE_INPUT], training=training)
         # A sampled model in training returns features only: the logits over the step's class
         # sample are computed in `loss_terms`, where the labels are known.
         full_logits = not (self.sampled and training)

