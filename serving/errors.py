@@ -6,6 +6,8 @@ for that code (tensorflow_serving/model_servers/http_server.cc, ToHTTPStatusCode
 """
 from __future__ import annotations
 
+import re
+
 import grpc
 
 _HTTP_STATUS = {
@@ -34,10 +36,24 @@ def http_status(code: grpc.StatusCode) -> int:
     return _HTTP_STATUS.get(code, 500)
 
 
+# A message names the problem; it does not echo a 500 KB name back (gRPC would drop a status
+# message over its 16 KB metadata limit and the client would see only "Stream removed").
+MAX_MESSAGE_CHARS = 1000
+
+
+def _clip(message: str) -> str:
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    head, tail = MAX_MESSAGE_CHARS * 6 // 10, MAX_MESSAGE_CHARS * 3 // 10
+    return f"{message[:head]}...[{len(message) - head - tail} characters cut]...{message[-tail:]}"
+
+
 class ServingError(Exception):
-    """A request failed with a canonical status code and a message for the caller."""
+    """A request failed with a canonical status code and a message for the caller (at most
+    about MAX_MESSAGE_CHARS characters: the middle of a longer one is cut)."""
 
     def __init__(self, code: grpc.StatusCode, message: str):
+        message = _clip(message)
         super().__init__(message)
         self.code = code
         self.message = message
@@ -71,6 +87,13 @@ def from_tensorflow_error(error: Exception) -> ServingError:
     if isinstance(error, tf.errors.OpError):
         code = _code_from_number(error.error_code)  # TF codes are the canonical gRPC numbers
         return ServingError(code, op_error_message(error.message))
+    if isinstance(error, UnicodeDecodeError) and isinstance(error.object, bytes):
+        # TF raises this instead of the OpError when the op's message is not UTF-8: the op quoted
+        # the client's bytes back ("Could not parse example input, value: '\xff..."), so it
+        # refused the input. The code is lost with the OpError; the input was the problem.
+        message = re.sub(r"^\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^\]]*\]$", "",
+                         error.object.decode("utf-8", "replace").strip())
+        return ServingError(grpc.StatusCode.INVALID_ARGUMENT, op_error_message(message))
     return ServingError(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
 
 

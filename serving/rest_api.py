@@ -124,7 +124,7 @@ class RestApi:
                 return model.input_specs[model.signature(signature_name)]
 
             signature_name, inputs, fmt = await self.server.off_loop(
-                len(body), tensor_json.parse_predict_request, body, specs)
+                len(body), tensor_json.parse_predict_request, body, specs, model.max_input_rank)
             _, _, outputs = await self.server.predict_async(tracked, model, signature_name, inputs)
             doc = await self.server.off_loop(sum(a.size for a in outputs.values()),
                                              _predict_response, outputs, fmt)

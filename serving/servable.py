@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
+MAX_RANK = 32  # numpy's limit on an array's dimensions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +69,20 @@ def read_signature_defs(export_dir: str):
     return signature_map
 
 
+def _check_batch(signature_name: str, specs: Mapping[str, TensorSpecInfo],
+                 inputs: Mapping[str, np.ndarray]) -> None:
+    """Inputs with a batch dimension (leading size None) must all have the same, non-zero, size."""
+    rows = {k: v.shape[0] for k, v in inputs.items() if specs[k].shape and specs[k].shape[0] is None}
+    empty = sorted(k for k, n in rows.items() if n == 0)
+    if empty:
+        raise invalid_argument(f"Input '{empty[0]}' of signature {signature_name} is an empty batch "
+                               "(0 rows); send at least one row")
+    if len(set(rows.values())) > 1:
+        sizes = ", ".join(f"{k} {n}" for k, n in sorted(rows.items()))
+        raise invalid_argument(f"Inputs of signature {signature_name} must have the same batch size "
+                               f"(leading dimension); got {sizes}")
+
+
 class LoadedModel:
     """A loaded model version, callable by signature name with numpy inputs.
 
@@ -101,8 +116,11 @@ class LoadedModel:
             raise ValueError(f"SavedModel {export_dir} has no serving signatures")
         self.input_specs: dict[str, dict[str, TensorSpecInfo]] = {}
         self.output_specs: dict[str, dict[str, TensorSpecInfo]] = {}
+        self.max_input_rank = 0  # bounds the nesting of a REST body (unknown rank: numpy's limit)
         for sig_name, fn in self.signatures.items():
             _, kwargs = fn.structured_input_signature
+            self.max_input_rank = max([self.max_input_rank] + [
+                s.shape.rank if s.shape.rank is not None else MAX_RANK for s in kwargs.values()])
             self.input_specs[sig_name] = {
                 k: TensorSpecInfo(k, s.dtype, tuple(s.shape.as_list() if s.shape.rank is not None else ()))
                 for k, s in kwargs.items()}
@@ -182,8 +200,13 @@ class LoadedModel:
                         f"Input '{key}' of signature {signature_name} expects {spec.dtype.name} "
                         f"values, got strings")
                 if value.dtype != want:
-                    cast = value.astype(want)
-                    if not np.array_equal(cast.astype(value.dtype), value):
+                    try:
+                        with np.errstate(all="ignore"):  # NaN to int: refused just below
+                            cast = value.astype(want)
+                            lossless = np.array_equal(cast.astype(value.dtype), value)
+                    except (TypeError, ValueError):  # no conversion between the two dtypes
+                        lossless = False
+                    if not lossless:
                         raise invalid_argument(
                             f"Input '{key}' of signature {signature_name} expects {spec.dtype.name}; "
                             f"the {value.dtype.name} values sent do not convert without loss")
@@ -195,6 +218,7 @@ class LoadedModel:
                     f"Input '{key}' of signature {signature_name} has shape {list(value.shape)}, "
                     f"expected {shape} (-1 = any size)")
             checked[key] = value
+        _check_batch(signature_name, specs, checked)
         return checked
 
     # -- calls -------------------------------------------------------------------------------

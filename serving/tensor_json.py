@@ -15,6 +15,10 @@ Floats are written with the shortest text that round-trips their float32/float64
 
 Two deliberate strictnesses beyond TF Serving: unknown keys in a columnar "inputs" object are an
 error (TF Serving ignores them), and so are base64 strings with characters outside the alphabet.
+
+A body is refused before the (recursive) JSON decoder reads it when it is not UTF-8 or when its
+arrays and objects nest deeper than any request to the model can need (`max_nesting`): a body of
+100,000 `[` would otherwise exhaust Python's recursion limit.
 """
 from __future__ import annotations
 
@@ -26,16 +30,26 @@ from typing import Callable, Mapping
 import numpy as np
 
 from sicot.serving.errors import invalid_argument
-from sicot.serving.servable import TensorSpecInfo
+from sicot.serving.servable import MAX_RANK, TensorSpecInfo
 
 ROW = "row"
 COLUMNAR = "columnar"
 BYTES_SUFFIX = "_bytes"
 
+_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'"[]{}')))  # deleted by the nesting scan
+_NESTING_STEP = np.zeros(256, np.int8)
+_NESTING_STEP[[ord("["), ord("{")]] = 1
+_NESTING_STEP[[ord("]"), ord("}")]] = -1
+
 
 def _short(value, limit: int = 120) -> str:
     text = json.dumps(value)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _key(name: str, limit: int = 60) -> str:
+    """A key the client sent, shortened for an error message."""
+    return name if len(name) <= limit else name[:limit] + "..."
 
 
 def _is_b64(value) -> bool:
@@ -66,7 +80,11 @@ def _leaf(value, spec: TensorSpecInfo):
         if _is_b64(value):
             return _decode_b64(value)
         if isinstance(value, str):
-            return value.encode("utf-8")
+            try:
+                return value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise invalid_argument(f"JSON Value: {_short(value)} is not valid Unicode (an unpaired "
+                                       "surrogate escape such as \\ud800 has no UTF-8 encoding)")
         if isinstance(value, dict):
             raise invalid_argument(f"JSON Value: {_short(value)} not formatted correctly for base64 data "
                                    f"(expected an object with the single key 'b64')")
@@ -89,6 +107,9 @@ def _leaf(value, spec: TensorSpecInfo):
 def json_to_array(value, spec: TensorSpecInfo) -> np.ndarray:
     """One JSON value (nested lists of leaves) to an array of the spec's dtype."""
     shape = _dense_shape(value)
+    if len(shape) > MAX_RANK:
+        raise invalid_argument(f"JSON Value: lists nested {len(shape)} deep; a tensor has at most "
+                               f"{MAX_RANK} dimensions")
     flat = []
 
     def fill(v, level):
@@ -110,8 +131,39 @@ def json_to_array(value, spec: TensorSpecInfo) -> np.ndarray:
     fill(value, 0)
     dtype = object if spec.is_string else np.dtype(spec.dtype.as_numpy_dtype)
     array = np.empty(len(flat), dtype=dtype)
-    array[:] = flat
+    try:
+        array[:] = flat
+    except (OverflowError, ValueError):  # 2**64 as int64, 10**400 as float32
+        raise invalid_argument(f"JSON Value: {_short(_first_out_of_range(flat, dtype))} is out of range "
+                               f"for {spec.dtype.name}")
     return array.reshape(shape)
+
+
+def _first_out_of_range(values: list, dtype):
+    for v in values:
+        try:
+            np.array([v], dtype=dtype)
+        except (OverflowError, ValueError):
+            return v
+    return values  # not reached: some value failed the conversion
+
+
+def json_nesting(body: bytes) -> int:
+    """How deep arrays and objects nest in a JSON body, outside strings, without recursion:
+    escaped backslashes and quotes are dropped, then everything but quotes and brackets; every
+    other piece between quotes is outside strings; a running sum of its brackets is the depth."""
+    if b"\\" in body:
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    quotes_and_brackets = body.translate(None, _NOT_STRUCTURE)
+    outside = b"".join(quotes_and_brackets.split(b'"')[::2])
+    steps = _NESTING_STEP[np.frombuffer(outside, np.uint8)]
+    return int(np.cumsum(steps, dtype=np.int64).max(initial=0))
+
+
+def max_nesting(max_rank: int) -> int:
+    """The deepest nesting a request needs for inputs of rank <= `max_rank`: the document, the
+    'instances' list or 'inputs' object, a row object, the value's lists and a {"b64": ...}."""
+    return min(max_rank, MAX_RANK) + 3
 
 
 def _rows_to_inputs(instances: list, specs: Mapping[str, TensorSpecInfo]) -> dict[str, np.ndarray]:
@@ -130,8 +182,8 @@ def _rows_to_inputs(instances: list, specs: Mapping[str, TensorSpecInfo]) -> dic
         keys = set()
         for name, value in items:
             if name not in specs:
-                raise invalid_argument(f"Failed to process element: {i} key: {name} of 'instances' list. "
-                                       f"Error: JSON object: does not have named input: {name} "
+                raise invalid_argument(f"Failed to process element: {i} key: {_key(name)} of 'instances' "
+                                       f"list. Error: JSON object: does not have named input: {_key(name)} "
                                        f"(inputs: {', '.join(sorted(specs))})")
             keys.add(name)
             try:
@@ -166,7 +218,7 @@ def _columns_to_inputs(value, specs: Mapping[str, TensorSpecInfo]) -> dict[str, 
         return {name: json_to_array(value, specs[name])}
     unknown = sorted(set(value) - set(specs))
     if unknown:
-        raise invalid_argument(f"Unknown named input(s): {', '.join(unknown)} in 'inputs' object "
+        raise invalid_argument(f"Unknown named input(s): {', '.join(map(_key, unknown))} in 'inputs' object "
                                f"(inputs: {', '.join(sorted(specs))})")
     inputs = {}
     for name, spec in specs.items():
@@ -177,19 +229,30 @@ def _columns_to_inputs(value, specs: Mapping[str, TensorSpecInfo]) -> dict[str, 
 
 
 def parse_predict_request(body: bytes,
-                          input_specs: Callable[[str | None], Mapping[str, TensorSpecInfo]]):
+                          input_specs: Callable[[str | None], Mapping[str, TensorSpecInfo]],
+                          max_rank: int = MAX_RANK):
     """Parses a `:predict` body; returns (signature_name or None, inputs, ROW | COLUMNAR).
 
-    `input_specs(signature_name)` gives the signature's inputs (and raises for an unknown name).
+    `input_specs(signature_name)` gives the signature's inputs (and raises for an unknown name);
+    `max_rank` is the highest rank of the model's inputs (bounds the body's nesting).
     """
     if not body:
         raise invalid_argument("JSON Parse error: The document is empty")
     try:
-        doc = json.loads(body)
+        text = body.decode("utf-8-sig")  # RFC 8259: UTF-8 (a byte order mark is tolerated)
     except UnicodeDecodeError as e:
         raise invalid_argument(f"JSON Parse error: the body is not UTF-8 ({e})")
+    depth, limit = json_nesting(body), max_nesting(max_rank)
+    if depth > limit:
+        raise invalid_argument(f"JSON Parse error: arrays and objects nested {depth} deep; a request to "
+                               f"this model needs at most {limit} (inputs of rank <= {max_rank}, inside "
+                               "the document, 'instances' or 'inputs', a row object and {\"b64\": ...})")
+    try:
+        doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise invalid_argument(f"JSON Parse error: {e.msg} at offset: {e.pos}")
+    except ValueError as e:  # an integer of more than sys.get_int_max_str_digits() digits
+        raise invalid_argument(f"JSON Parse error: {str(e).split(';')[0]}")
     if not isinstance(doc, dict):
         raise invalid_argument(f"JSON Value: {_short(doc)} Is not object")
     signature_name = doc.get("signature_name")

@@ -6,6 +6,8 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sicot.serving import tensor_json
 from sicot.serving.errors import ServingError
@@ -74,3 +76,40 @@ def test_response_formats_like_tf_serving():
     assert single == {"predictions": [[0.2, 1.0], [1e-8, 0.33333334]]}  # one output: bare values
     columns = tensor_json.make_predict_response({"scores": outputs["scores"]}, tensor_json.COLUMNAR)
     assert columns == {"outputs": [[0.2, 1.0], [1e-8, 0.33333334]]}
+
+
+def depth(value) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(depth, value), default=0)
+    return 0
+
+
+tricky_text = st.text(alphabet='"\\[]{}a\u00e9 ', max_size=8)  # quotes, backslashes, brackets in strings
+json_documents = st.recursive(st.one_of(st.none(), st.integers(), tricky_text),
+                              lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                      st.dictionaries(tricky_text, inner, max_size=3)),
+                              max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_documents, st.booleans())
+def test_json_nesting_is_the_depth_of_any_document(doc, ascii_only):
+    body = json.dumps(doc, ensure_ascii=ascii_only).encode()
+    assert tensor_json.json_nesting(body) == depth(doc)
+    cut = body[:len(body) // 2]  # a truncated body never nests deeper than the whole
+    assert tensor_json.json_nesting(cut) <= depth(doc)
+
+
+def test_nesting_beyond_the_inputs_rank_is_refused_before_decoding():
+    for body, rank, words in [(b"[" * 100_000, 1, "nested 100000 deep"),
+                              (b'{"a":' * 50 + b"1" + b"}" * 50, 2, "nested 50 deep; a request to this model "
+                                                                     "needs at most 5")]:
+        with pytest.raises(ServingError) as info:
+            tensor_json.parse_predict_request(body, lambda _: IMAGE, max_rank=rank)
+        assert info.value.http_status == 400 and words in info.value.message
+    # brackets inside a string (after an escaped quote) are not nesting
+    _, inputs, _ = tensor_json.parse_predict_request(b'{"inputs": ["\\" ' + b"[" * 100 + b'"]}',
+                                                     lambda _: IMAGE, max_rank=1)
+    assert inputs["image"].tolist() == [b'" ' + b"[" * 100]
