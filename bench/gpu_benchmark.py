@@ -17,6 +17,10 @@ random data (so no input pipeline is measured; bench/input_pipeline.py covers th
                         resnet50, text branch with `--tokens` tokens) with run_fn's optimizer;
   keras_resnet50        plain `keras.applications.ResNet50(weights=None)` + softmax
                         cross-entropy, AdamW; the same images, batch and dtype policy;
+  sicot_efficientnet_lite0  (part `efficientnet`) the same SICoTModel on the efficientnet_lite0
+                        tower, fully fine-tuned (every backbone weight trainable, BN statistics
+                        frozen as `pretrained_bn` does by default): the production setting of
+                        the pretrained tower on a GPU;
   head_dense/_sampled   the trainer's logit-adjusted visual-only model with `--head-classes`
                         classes, dense `ClassifierHead` + AdamW against `SampledClassifierHead`
                         (negative share `--negative-share`) + SparseCentreAdamW.
@@ -118,6 +122,35 @@ def sicot_vs_resnet(args) -> dict:
     return results
 
 
+def sicot_efficientnet(args) -> dict:
+    import keras
+    import numpy as np
+
+    from sicot.contract import IMAGE_INPUT, TOKENS_INPUT
+    from sicot.trainer.model_config import ModelConfig
+    from sicot.trainer.sicot_model import build_model
+    from sicot.trainer.task import make_optimizer
+
+    rng = np.random.default_rng(2)
+    s, b, c = args.image_size, args.batch, args.classes
+    images = _device_array(rng.uniform(0, 255, (b, s, s, 3)).astype("float32"))
+    tokens = _device_array(rng.integers(2, args.vocab, (b, args.tokens)).astype("int32"))
+    labels = _device_array(rng.integers(0, c, (b,)).astype("int32"))
+    counts = np.maximum(1, (1000 / np.arange(1, c + 1) ** 1.0).astype(int)).tolist()
+    config = ModelConfig.preset("sicot").replace(backbone="efficientnet_lite0", batch_size=b,
+                                                 augment=False)
+    model = build_model(config, c, args.vocab, counts, args.tokens, s)
+    model.compile(optimizer=make_optimizer(config, 1000, sampled=model.sampled))
+    seconds = _time_steps(_train_step_fn(model, {IMAGE_INPUT: images, TOKENS_INPUT: tokens},
+                                         labels), args.warmup, args.steps)
+    result = {"sicot_efficientnet_lite0": {"images_per_s": round(b * args.steps / seconds, 1),
+                                           "seconds_per_step": round(seconds / args.steps, 4),
+                                           "parameters": int(model.count_params())}}
+    del model
+    keras.backend.clear_session()
+    return result
+
+
 def dense_vs_sampled(args) -> dict:
     import keras
     import numpy as np
@@ -170,7 +203,8 @@ def main(argv=None) -> int:
     p.add_argument("--head-batch", type=int, default=256)
     p.add_argument("--head-image-size", type=int, default=64)
     p.add_argument("--negative-share", type=float, default=0.1)
-    p.add_argument("--parts", default="resnet,head", help="comma-separated: resnet, head")
+    p.add_argument("--parts", default="resnet,efficientnet,head",
+                   help="comma-separated: resnet, efficientnet, head")
     p.add_argument("--out", help="also write the JSON document to this file")
     args = p.parse_args(argv)
 
@@ -187,6 +221,8 @@ def main(argv=None) -> int:
     parts = [part for part in args.parts.split(",") if part]
     if "resnet" in parts:
         results.update(sicot_vs_resnet(args))
+    if "efficientnet" in parts:
+        results.update(sicot_efficientnet(args))
     if "head" in parts:
         results.update(dense_vs_sampled(args))
     text = json.dumps({"config": vars(args), "backend": keras.backend.backend(),

@@ -38,6 +38,8 @@ MODES = contract.QUERY_MODES
 # The plain reference (bench/plain_reference.py), one per head: `--models plain_cosine ...`.
 PLAIN_PREFIX = "plain_"
 PLAIN_MODELS = tuple(PLAIN_PREFIX + h for h in ("ce", "logit_adjust", "cosine"))
+# The linear-probe floor of the pretrained tower (bench/linear_probe.py): `--models probe_linear`.
+PROBE_MODEL = "probe_linear"
 
 
 def sicot_command():
@@ -50,6 +52,9 @@ def _training_options(argv) -> dict:
     options = {k: argv[i + 1] for i, k in enumerate(argv[:-1]) if k in keep}
     if "--head" in argv:  # bench/plain_reference.py
         options["--model"] = PLAIN_PREFIX + argv[argv.index("--head") + 1]
+    if any(a.endswith("linear_probe.py") for a in argv):  # its own epochs
+        options["--model"] = PROBE_MODEL
+        options.pop("--epochs", None)
     options["--set"] = sorted(argv[i + 1] for i, k in enumerate(argv[:-1]) if k == "--set")
     return options
 
@@ -59,7 +64,8 @@ def _check_reused_run(run_dir, model, seed, args):
     log = os.path.join(run_dir, "train.log")
     with open(log) as f:
         trained = _training_options(f.readline().split())
-    wanted = _training_options(["--model", model, "--epochs", str(args.epochs), "--image-size",
+    wanted = _training_options((["bench/linear_probe.py"] if model == PROBE_MODEL else [])
+                               + ["--model", model, "--epochs", str(args.epochs), "--image-size",
                                 str(args.image_size), "--seed", str(seed)]
                                + [a for kv in _set_options(model, args) for a in ("--set", kv)])
     if trained != wanted:
@@ -68,8 +74,8 @@ def _check_reused_run(run_dir, model, seed, args):
 
 
 def _set_options(model: str, args) -> list:
-    """The --set options a run gets (the plain reference takes none)."""
-    return [] if model.startswith(PLAIN_PREFIX) else list(args.set)
+    """The --set options a run gets (the plain reference and the probe take none)."""
+    return [] if model.startswith(PLAIN_PREFIX) or model == PROBE_MODEL else list(args.set)
 
 
 def run_one(dataset: str, data_dir: str, model: str, seed: int, args) -> dict:
@@ -81,7 +87,13 @@ def run_one(dataset: str, data_dir: str, model: str, seed: int, args) -> dict:
             return {"dataset": dataset, "model": model, "seed": seed, "reused": True,
                     "evaluation": json.load(f)}
     os.makedirs(run_dir, exist_ok=True)
-    if model.startswith(PLAIN_PREFIX):
+    if model == PROBE_MODEL:  # its own schedule (30 epochs over cached features)
+        commands = [("train", [
+            sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                         "linear_probe.py"),
+            "--data", data_dir, "--work-dir", os.path.join(args.out, "work", dataset),
+            "--image-size", str(args.image_size), "--seed", str(seed), "--json", eval_json])]
+    elif model.startswith(PLAIN_PREFIX):
         commands = [("train", [
             sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                          "plain_reference.py"),
