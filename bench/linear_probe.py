@@ -30,14 +30,18 @@ from sicot import contract
 
 
 def tallies(logits, labels, class_names, counts, band_edges):
-    """({band: {count, top1, top5}}, per-class) of test logits [N, C] against label ids."""
+    """({band: {count, top1, top5}}, per-class) of test logits [N, C] against label ids. A
+    label outside the trained classes (a new SKU's photo) is a miss in the few band, as
+    `sicot evaluate` and bench/plain_reference.py count it."""
     top5 = np.argsort(-logits, axis=1)[:, :5]
     bands = collections.defaultdict(lambda: [0, 0, 0])
     per_class = collections.defaultdict(lambda: [0, 0, 0])
     for y, predicted in zip(labels, top5):
         hit1, hit5 = int(predicted[0] == y), int(y in predicted)
-        name = class_names[y]
-        for key in (contract.OVERALL, contract.band_of_count(counts[y], band_edges)):
+        known = 0 <= y < len(class_names)
+        name = class_names[y] if known else "(untrained)"
+        band = contract.band_of_count(counts[y] if known else 0, band_edges)
+        for key in (contract.OVERALL, band):
             bands[key] = [bands[key][0] + 1, bands[key][1] + hit1, bands[key][2] + hit5]
         per_class[name] = [per_class[name][0] + 1, per_class[name][1] + hit1,
                            per_class[name][2] + hit5]
@@ -47,7 +51,8 @@ def tallies(logits, labels, class_names, counts, band_edges):
         return {"count": n, "top1": h1 / n if n else None, "top5": h5 / n if n else None}
 
     return ({b: as_dict(bands[b]) for b in (contract.OVERALL,) + contract.BANDS},
-            {c: dict(as_dict(t), train_count=int(counts[class_names.index(c)]))
+            {c: dict(as_dict(t), train_count=int(counts[class_names.index(c)])
+                     if c in class_names else 0)
              for c, t in sorted(per_class.items())})
 
 
@@ -104,18 +109,20 @@ def main(argv=None) -> int:
               shuffle=True, verbose=0)
     train_seconds = time.perf_counter() - start
 
-    logits = model.predict(test.features[known], batch_size=1024, verbose=0)
+    logits = model.predict(test.features, batch_size=1024, verbose=0)
     log_prior = np.log(np.maximum(counts, 1) / counts.sum())
     band_edges = transform_config.band_edges
-    adjusted, per_class = tallies(logits - args.tau * log_prior, test.labels[known],
+    adjusted, per_class = tallies(logits - args.tau * log_prior, test.labels,
                                   class_names, counts, band_edges)
-    plain, _ = tallies(logits, test.labels[known], class_names, counts, band_edges)
+    plain, _ = tallies(logits, test.labels, class_names, counts, band_edges)
+    trained_only, _ = tallies(logits[known] - args.tau * log_prior, test.labels[known],
+                              class_names, counts, band_edges)
     report = {"model": "probe_linear", "settings": vars(args),
               "records": int(len(test)), "unknown_test_labels": int((~known).sum()),
               "load_seconds": feature_seconds, "train_seconds": train_seconds,
               "epoch_seconds": train_seconds / max(1, args.epochs),
               "results": {contract.IMAGE_ONLY: adjusted},
-              "extra": {"argmax": plain},
+              "extra": {"argmax": plain, "trained_classes_only": trained_only},
               "per_class": {contract.IMAGE_ONLY: per_class}}
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:

@@ -59,9 +59,11 @@ def cache_key(tower, file_pattern, image_size) -> str:
     patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
     files = sorted({f for p in patterns for f in tf.io.gfile.glob(p)})
     digest = hashlib.sha256(f"image_size={image_size}".encode())
+    # Values and shapes in layer order, not variable paths: the same backbone inside a model
+    # (sicot/visual_tower/...) or alone (visual_tower/...) must give the same key.
     for layer in tower.backbone_layers():
         for weight in layer.weights:
-            digest.update(weight.path.encode())
+            digest.update(str(tuple(weight.shape)).encode())
             digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
     for name in files:
         stat = tf.io.gfile.stat(name)
