@@ -100,3 +100,19 @@ def test_compile_with_spans_warm_start_and_backbone_weights(tmp_path, capsys):
     # A rolling window needs SpanRangeStrategy, which the Vertex compiler refuses: said up front.
     assert cli.main(args + ["--rolling-spans", "3"]) == 2
     assert "SpanRangeStrategy" in capsys.readouterr().err
+
+
+def test_compile_with_the_pretrained_efficientnet_tower(tmp_path):
+    """No weights path: the trainer image's pinned package ships them; 96 px and the frozen
+    schedule reach the Transform and the Trainer."""
+    out = tmp_path / "lite0.json"
+    assert cli.main(["compile", "--target", "vertex", "--out", str(out), "--data",
+                     "gs://BUCKET/data", "--backbone", "efficientnet_lite0", "--epochs", "4"]) == 0
+    _, spec = _load(out)
+    trainer = spec.root.dag.tasks["Trainer"]
+    custom_config = json.loads(
+        trainer.inputs.parameters["custom_config"].runtime_value.constant_value.string_value)
+    model = custom_config["model"]
+    assert (model["backbone"], model["backbone_weights"], model["backbone_frozen_epochs"]) == (
+        "efficientnet_lite0", "", 4)
+    assert '"image_size": 96' in out.read_text().replace('\\"', '"')
