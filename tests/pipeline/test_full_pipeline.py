@@ -1,5 +1,7 @@
 """The whole pipeline on a tiny generated dataset with the real components (slow, ~6 min on
-2 busy cores): a Trainer failure, the resumed run (upstream outputs reused from the cache),
+2 busy cores), on the pretrained efficientnet_lite0 tower (ImageNet weights from the installed
+package, frozen, heads trained over its cached features; the small tower from scratch goes
+through the pipeline in tests/test_demo.py): a Trainer failure, the resumed run (upstream outputs reused from the cache),
 and a re-run with a catalogue (everything up to the Trainer cached; the Enroller enrols the
 catalogue into the trained model, and the enrolled model is evaluated against the model blessed
 by the previous run, then served by the Canary and pushed)."""
@@ -29,13 +31,16 @@ def test_pipeline_end_to_end_with_resume_and_cache(tmp_path, datasets, capsys):
     root, serving = str(tmp_path / "root"), str(tmp_path / "serving")
     mlmd = local_runner.metadata_path(root)
     cli_args = ["run", "--data", data, "--pipeline-root", root, "--serving-dir", serving,
-                "--epochs", "1", "--image-size", "32", "--band-edges", "4,10"]
+                "--epochs", "1", "--image-size", "32", "--band-edges", "4,10",
+                "--backbone", "efficientnet_lite0"]
 
     # 1. The Trainer fails (a model setting nothing knows): upstream components completed.
     # The configs come from the same options path as `sicot run` below, so the Transform's
     # settings are identical and the resumed run can reuse its cached output.
     transform, model = options.configs_from_options("sicot", epochs=1, image_size=32,
-                                                    band_edges="4,10")
+                                                    band_edges="4,10",
+                                                    backbone="efficientnet_lite0")
+    assert model.tower_weights == "imagenet" and model.backbone_frozen_epochs == 1
     with pytest.raises(Exception, match="no_such_setting"):
         local_runner.run_local(
             data_root=data, pipeline_root=root, serving_dir=serving,
@@ -72,6 +77,9 @@ def test_pipeline_end_to_end_with_resume_and_cache(tmp_path, datasets, capsys):
 
     # TensorBoard event files in the ModelRun artifact, and the run printed where
     model_run = runs["Trainer"].outputs["model_run"][0]
+    history = json.load(open(os.path.join(model_run, "history.json")))
+    assert history["config"]["backbone"] == "efficientnet_lite0"
+    assert history["history"]["feature_cache_seconds"] > 0  # trained over cached features
     assert glob.glob(os.path.join(model_run, "**", "events.out.tfevents*"), recursive=True)
     assert f"tensorboard --logdir {model_run}" in printed
 
