@@ -12,6 +12,12 @@ _SUBPACKAGES = {
     "sicot.data": "sicot/data",
     "sicot.pipeline": "pipeline",
     "sicot.trainer": "trainer",
+    "sicot.trainer.transform": "trainer/transform",
+    "sicot.trainer.backbones": "trainer/backbones",
+    "sicot.trainer.model": "trainer/model",
+    "sicot.trainer.export": "trainer/export",
+    "sicot.trainer.enrollment": "trainer/enrollment",
+    "sicot.trainer.evaluation": "trainer/evaluation",
     "sicot.serving": "serving",
 }
 

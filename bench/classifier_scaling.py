@@ -40,9 +40,9 @@ def run_one(num_classes: int, mode: str, dim: int, batch: int, share: float, min
     import psutil
     from keras import ops
 
-    from sicot.trainer import long_tail_losses
-    from sicot.trainer.classifier_head import ClassifierHead
-    from sicot.trainer.sampled_classifier_head import SampledClassifierHead
+    from sicot.trainer.model import losses as long_tail_losses
+    from sicot.trainer.model.classifier_head import ClassifierHead
+    from sicot.trainer.model.sampled_classifier_head import SampledClassifierHead
     from sicot.trainer.sparse_centre_adamw import SparseCentreAdamW
 
     keras.utils.set_random_seed(0)

@@ -1,4 +1,4 @@
-"""Enrolment variants on frozen embeddings (numpy), for the research behind `enrollment.py`.
+"""Enrolment variants on frozen embeddings (numpy), for the research behind `sicot.trainer.enrollment.prototypes`.
 
     .venv/bin/python bench/enrollment_probe.py --model RUN/sicot --data DATA [--cosine RUN/cosine]
 
@@ -7,7 +7,7 @@ and its test split, caches them in MODEL/probe_cache.npz, then scores enrolment 
 the model's own trained rows and numpy logits: image-only top-1 on the new SKUs' test photos
 and on the trained classes' test photos among all classes (what `enrollment_report.py`
 measures through the SavedModel, minus the export). The variants are design alternatives
-logged in docs/experiments.md; `enrollment.py` holds the chosen one ("default").
+logged in docs/experiments.md; `sicot.trainer.enrollment.prototypes` holds the chosen one ("default").
 Prints one JSON object.
 """
 from __future__ import annotations
@@ -25,9 +25,10 @@ def embed_everything(model_dir, data_dir):
     import tensorflow_transform as tft
 
     from sicot.data.catalogue import read_catalogue
-    from sicot.trainer import (enroll, enrolled_model, enrolled_sicot_model,  # noqa: F401
-                               sicot_model, text_ops)
-    from sicot.trainer.evaluation import read_split
+    from sicot.trainer.enrollment import catalogue as enroll, enrolled_model  # noqa: F401
+    from sicot.trainer.model import enrolled_sicot_model, sicot_model
+    from sicot.trainer.transform import text_ops
+    from sicot.trainer.evaluation.band_accuracy import read_split
 
     cache = os.path.join(model_dir, "probe_cache.npz")
     if os.path.isfile(cache):
@@ -75,7 +76,7 @@ def embed_everything(model_dir, data_dir):
 
 
 def head_of(e):
-    from sicot.trainer import enrollment as E
+    from sicot.trainer.enrollment import prototypes as E
 
     kind = str(e["visual_kind"])
     return E.HeadRows(kind, e["visual_rows"], e.get("visual_bias"),
@@ -97,7 +98,7 @@ def score(e, new_logits):
 def head_map_rows(e, cal_means, prototypes, variances):
     """Rejected variant 1: a ridge map from a class's mean embedding [mu, |mu|^2 - var] to
     its trained row (w_c, b_c), fitted on the trained classes, applied to the prototypes."""
-    from sicot.trainer import enrollment as E
+    from sicot.trainer.enrollment import prototypes as E
 
     head = head_of(e)
     means, counts, photo_variance = cal_means
@@ -118,7 +119,7 @@ def head_map_rows(e, cal_means, prototypes, variances):
 
 
 def run_variants(e, photos, budget, seed=0):
-    from sicot.trainer import enrollment as E
+    from sicot.trainer.enrollment import prototypes as E
 
     C = len(e["class_names"])
     head = head_of(e)

@@ -109,7 +109,7 @@ class TestSplit:
     """The test split read once (through the importer's checks, as `sicot evaluate`)."""
 
     def __init__(self, data_dir):
-        from sicot.trainer.evaluation import read_split
+        from sicot.trainer.evaluation.band_accuracy import read_split
 
         self.records, rejected = read_split(data_dir, "test")
         if rejected:
@@ -148,13 +148,13 @@ class TestSplit:
 
 
 def latest_saved_model(folder):
-    from sicot.trainer.evaluation import resolve_saved_model_dir
+    from sicot.trainer.evaluation.band_accuracy import resolve_saved_model_dir
 
     return resolve_saved_model_dir(folder)
 
 
 def run_dataset(name, data_dir, args, results):
-    from sicot.trainer.enroll import enroll_folder
+    from sicot.trainer.enrollment.catalogue import enroll_folder
 
     test = None if args.train_only else TestSplit(data_dir)
     work = os.path.join(args.out, "work", name)

@@ -34,7 +34,7 @@ def write_catalogue(data_dir: str, skus: int, photos: int) -> str:
 
 
 def main(argv=None) -> int:
-    from sicot.trainer.enroll import enroll_folder
+    from sicot.trainer.enrollment.catalogue import enroll_folder
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="`sicot train --out` folder")

@@ -44,7 +44,7 @@ import numpy as np
 
 from sicot import contract
 from sicot.trainer.class_words import class_word_table
-from sicot.trainer import images as image_ops
+from sicot.trainer.transform import images as image_ops
 
 
 def load_split(work_dir, split, tft_output):
@@ -180,8 +180,8 @@ def probe(run_dir, work_dir, data_dir=None):
     import keras
     import tensorflow_transform as tft
 
-    import sicot.trainer.sicot_model  # noqa: F401  (registers the layers)
-    from sicot.trainer.task import read_class_counts
+    import sicot.trainer.model.sicot_model  # noqa: F401  (registers the layers)
+    from sicot.trainer.transform.output import read_class_counts
 
     tft_output = tft.TFTransformOutput(os.path.join(work_dir, "transform", "transform_graph"))
     class_names, counts = read_class_counts(tft_output)

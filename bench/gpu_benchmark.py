@@ -83,8 +83,8 @@ def sicot_vs_resnet(args) -> dict:
     import numpy as np
 
     from sicot.contract import IMAGE_INPUT, TOKENS_INPUT
-    from sicot.trainer.model_config import ModelConfig
-    from sicot.trainer.sicot_model import build_model
+    from sicot.trainer.model.config import ModelConfig
+    from sicot.trainer.model.sicot_model import build_model
     from sicot.trainer.task import make_optimizer
 
     rng = np.random.default_rng(0)
@@ -127,8 +127,8 @@ def sicot_efficientnet(args) -> dict:
     import numpy as np
 
     from sicot.contract import IMAGE_INPUT, TOKENS_INPUT
-    from sicot.trainer.model_config import ModelConfig
-    from sicot.trainer.sicot_model import build_model
+    from sicot.trainer.model.config import ModelConfig
+    from sicot.trainer.model.sicot_model import build_model
     from sicot.trainer.task import make_optimizer
 
     rng = np.random.default_rng(2)
@@ -156,8 +156,8 @@ def dense_vs_sampled(args) -> dict:
     import numpy as np
 
     from sicot.contract import IMAGE_INPUT
-    from sicot.trainer.model_config import ModelConfig
-    from sicot.trainer.sicot_model import build_model
+    from sicot.trainer.model.config import ModelConfig
+    from sicot.trainer.model.sicot_model import build_model
     from sicot.trainer.task import make_optimizer
 
     rng = np.random.default_rng(1)

@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     import faiss
 
     from sicot.data.search_index import AnnIndex, exact_search
-    from sicot.trainer.model_config import ModelConfig
+    from sicot.trainer.model.config import ModelConfig
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--items", type=int, default=1_000_000)

@@ -42,8 +42,8 @@ GPU_RATES = (3000, 5500)
 def make_data(work: str, image_size: int, source_size: int, classes: int, per_class: int) -> dict:
     from sicot.data.importer import ImportConfig, import_dataset
     from sicot.data.synth import SynthConfig, generate
-    from sicot.trainer.preprocessing import TransformConfig
-    from sicot.trainer.transform_local import run_transform
+    from sicot.trainer.transform.preprocessing import TransformConfig
+    from sicot.trainer.transform.run_local import run_transform
 
     data = os.path.join(work, "data")
     if not os.path.isdir(data):
@@ -85,7 +85,7 @@ def pixels_format_bytes(data: dict, image_size: int, limit: int = 500) -> tuple[
 
     import tensorflow as tf
 
-    from sicot.trainer import images
+    from sicot.trainer.transform import images
 
     old, new = [], []
     for f in sorted(glob.glob(os.path.join(data["examples"], "train-*.tfrecord.gz"))):
@@ -145,9 +145,10 @@ def time_step(data: dict, cfg: dict, steps: int) -> dict:
     import tensorflow_transform as tft
 
     from sicot.trainer.input import make_dataset
-    from sicot.trainer.model_config import ModelConfig
-    from sicot.trainer.sicot_model import build_model
-    from sicot.trainer.task import make_optimizer, model_shapes, read_class_counts
+    from sicot.trainer.model.config import ModelConfig
+    from sicot.trainer.model.sicot_model import build_model
+    from sicot.trainer.task import make_optimizer
+    from sicot.trainer.transform.output import model_shapes, read_class_counts
 
     output = tft.TFTransformOutput(data["transform_output"])
     names, counts = read_class_counts(output)

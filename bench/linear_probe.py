@@ -75,10 +75,10 @@ def main(argv=None) -> int:
 
     from sicot.trainer import cached_features
     from sicot.trainer.cli import prepare_examples
-    from sicot.trainer.imagenet_weights import load_imagenet_weights
-    from sicot.trainer.preprocessing import TransformConfig
-    from sicot.trainer.task import read_class_counts
-    from sicot.trainer.visual_tower import VisualTower
+    from sicot.trainer.backbones.imagenet_weights import load_imagenet_weights
+    from sicot.trainer.transform.preprocessing import TransformConfig
+    from sicot.trainer.transform.output import read_class_counts
+    from sicot.trainer.model.visual_tower import VisualTower
 
     start = time.perf_counter()
     transform_config = TransformConfig(image_size=args.image_size)

@@ -29,7 +29,7 @@ import sys
 import time
 
 from sicot import contract
-from sicot.trainer.model_config import PRESET_NAMES
+from sicot.trainer.model.config import PRESET_NAMES
 
 # Baselines first, then SICoT and its ablations (the report's column order).
 MODELS = tuple(sorted(PRESET_NAMES, key=lambda m: m.startswith("sicot")))

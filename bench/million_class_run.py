@@ -89,9 +89,9 @@ def main(argv=None) -> int:
     import psutil
     import tensorflow as tf
 
-    from sicot.trainer.model_config import ModelConfig
+    from sicot.trainer.model.config import ModelConfig
     from sicot.contract import IMAGE_INPUT, VISUAL_LOGITS
-    from sicot.trainer.sicot_model import build_model
+    from sicot.trainer.model.sicot_model import build_model
     from sicot.trainer.task import make_optimizer
 
     # The trainer's own model: the visual-only logit-adjustment preset; above

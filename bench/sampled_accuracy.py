@@ -52,9 +52,9 @@ def train_one(mode, data, args):
     import numpy as np
     from keras import ops
 
-    from sicot.trainer import long_tail_losses
-    from sicot.trainer.classifier_head import ClassifierHead
-    from sicot.trainer.sampled_classifier_head import SampledClassifierHead
+    from sicot.trainer.model import losses as long_tail_losses
+    from sicot.trainer.model.classifier_head import ClassifierHead
+    from sicot.trainer.model.sampled_classifier_head import SampledClassifierHead
     from sicot.trainer.sparse_centre_adamw import SparseCentreAdamW
 
     x_train, y_train, x_test, y_test, counts = data

@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  (tokenizer ops of the Transform graph)
 
-    from sicot.trainer.evaluation import read_split, resolve_saved_model_dir
+    from sicot.trainer.evaluation.band_accuracy import read_split, resolve_saved_model_dir
 
     with open(f"{args.data}/classes.jsonl") as f:
         classes = {c["label"]: c for c in map(json.loads, f)}

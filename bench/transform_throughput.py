@@ -132,7 +132,7 @@ def make_dataset(work, images, image_size):
 
 
 def time_transform(examples, out, config, beam_args):
-    from sicot.trainer.transform_local import run_transform
+    from sicot.trainer.transform.run_local import run_transform
 
     start = time.perf_counter()
     result = run_transform(examples, out, config, splits=("train",), beam_args=beam_args)
@@ -154,8 +154,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="also write the JSON document to this file")
     args = parser.parse_args(argv)
 
-    from sicot.trainer import images as image_ops
-    from sicot.trainer.preprocessing import TransformConfig
+    from sicot.trainer.transform import images as image_ops
+    from sicot.trainer.transform.preprocessing import TransformConfig
 
     work = args.work or tempfile.mkdtemp(prefix="sicot_transform_bench_")
     os.makedirs(work, exist_ok=True)

@@ -8,7 +8,8 @@ import shlex
 from sicot import contract
 from sicot.errors import UserError
 from sicot.pipeline import configs
-from sicot.trainer import enroll, options
+from sicot.trainer.enrollment import catalogue as enroll
+from sicot.trainer import options
 
 
 def register(subparsers) -> None:

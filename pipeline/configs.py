@@ -24,12 +24,12 @@ from sicot import contract
 
 PIPELINE_NAME = "sicot"
 # Dotted names: the pipeline never imports model code (TFX penguin template convention).
-PREPROCESSING_FN = "sicot.trainer.preprocessing.preprocessing_fn"
+PREPROCESSING_FN = "sicot.trainer.transform.preprocessing.preprocessing_fn"
 RUN_FN = "sicot.trainer.task.run_fn"
 # The Canary's check (serving code: the pipeline and serving packages do not import each other).
 CANARY_FN = "sicot.serving.canary.run_canary_for_pipeline"
 # The Enroller's enrolment (`sicot enroll`'s code, model code: named, not imported).
-ENROLL_FN = "sicot.trainer.enroll.enroll_for_pipeline"
+ENROLL_FN = "sicot.trainer.enrollment.catalogue.enroll_for_pipeline"
 
 HELD_OUT_SPLITS = (contract.EVAL_SPLIT, contract.TEST_SPLIT)  # labels must occur in train
 ANALYZE_SPLITS = (contract.TRAIN_SPLIT,)

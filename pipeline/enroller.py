@@ -2,7 +2,7 @@
 
 Built by `create_pipeline` only when a catalogue is given (`sicot run --catalog FILE.jsonl`,
 `SICOT_CATALOG` for the TFX CLI runners, `sicot compile --catalog gs://...`). It runs the code
-of `sicot enroll` (`sicot.trainer.enroll.enroll_model`, called through `enroll_fn`, by dotted
+of `sicot enroll` (`sicot.trainer.enrollment.catalogue.enroll_model`, called through `enroll_fn`, by dotted
 name like the Trainer's run_fn: the pipeline package never imports model code) on the
 Trainer's `model` and `model_run` artifacts with the Transform graph, and outputs:
 
@@ -75,13 +75,13 @@ def Enroller(  # noqa: N802 - TFX component names are classes
     catalog: tfx.dsl.components.Parameter[str],
     catalog_fingerprint: tfx.dsl.components.Parameter[str] = "",
     settings: tfx.dsl.components.Parameter[str] = "{}",
-    enroll_fn: tfx.dsl.components.Parameter[str] = "sicot.trainer.enroll.enroll_for_pipeline",
+    enroll_fn: tfx.dsl.components.Parameter[str] = "sicot.trainer.enrollment.catalogue.enroll_for_pipeline",
 ) -> None:
     """Enrols `catalog` into the trained model (see the module doc).
 
     `transformed_examples` (train split, and eval when there is one) are read only when the
     trained model has no saved enrolment calibration (a sampled-head model), to fit one. `settings`: JSON of
-    `sicot.trainer.enroll.enroll_settings` fields (max_images_per_sku, use_text,
+    `sicot.trainer.enrollment.catalogue.enroll_settings` fields (max_images_per_sku, use_text,
     trained_budget, scoring). A catalogue that cannot be read stops the run with an error naming it;
     bad lines are quarantined, not fatal."""
     from absl import logging

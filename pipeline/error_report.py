@@ -1,6 +1,6 @@
 """`ErrorReport`: the error-analysis page of a pipeline run (after the Evaluator).
 
-Runs `sicot.trainer.error_analysis` on the candidate: the raw test split through its
+Runs `sicot.trainer.evaluation.error_analysis` on the candidate: the raw test split through its
 serving signatures (image only, image + title/tags), training counts per class from the
 Transform's `label_counts` vocabulary, TFMA's confusion matrix from the Evaluator's own output
 (the Evaluator computes `MultiClassConfusionMatrixPlot` on the image-only output). Writes
@@ -36,9 +36,9 @@ def ErrorReport(  # noqa: N802 - TFX component names are classes
     from tfx.types import artifact_utils
 
     from sicot.pipeline.canary import read_records
-    from sicot.trainer import error_analysis
-    from sicot.trainer.evaluation import evaluate_records
-    from sicot.trainer.preprocessing import TransformConfig
+    from sicot.trainer.evaluation import error_analysis
+    from sicot.trainer.evaluation.band_accuracy import evaluate_records
+    from sicot.trainer.transform.preprocessing import TransformConfig
 
     edges = (tuple(int(v) for v in band_edges.split(",")) if band_edges
              else TransformConfig().band_edges)
@@ -72,7 +72,7 @@ def _write_failure_page(out_dir: str, model_dir: str, split: str, error) -> str:
 
     import tensorflow as tf
 
-    from sicot.trainer import error_analysis
+    from sicot.trainer.evaluation import error_analysis
 
     tf.io.gfile.makedirs(out_dir)
     path = os.path.join(out_dir, error_analysis.REPORT_HTML)

@@ -203,7 +203,7 @@ def create_pipeline(
       serving_dir: the Pusher's base directory (`<serving_dir>/<version>/saved_model.pb`).
       dataset_layout: what ExampleGen reads; None = `detect_dataset_layout(data_root)` (give
         it explicitly when compiling for a data root this machine cannot see).
-      model_config: `sicot.trainer.model_config.ModelConfig` fields (e.g. {"preset":
+      model_config: `sicot.trainer.model.config.ModelConfig` fields (e.g. {"preset":
         "sicot", "epochs": 1}); passed to run_fn as custom_config["model"].
       transform_config: `TransformConfig.to_dict()`; the Transform custom_config.
       import_config: `ImportConfig` fields for ManifestExampleGen (e.g. max_bad_fraction).
@@ -242,7 +242,7 @@ def create_pipeline(
         code of `sicot enroll`) and its model is the candidate of the Evaluator, ErrorReport,
         Canary, Pusher and BulkInferrer; None = no Enroller, the Trainer's model is the
         candidate.
-      enroll_config: `sicot.trainer.enroll.enroll_settings` fields (max_images_per_sku,
+      enroll_config: `sicot.trainer.enrollment.catalogue.enroll_settings` fields (max_images_per_sku,
         use_text, trained_budget, scoring) for the Enroller.
     """
     from tfx import v1 as tfx

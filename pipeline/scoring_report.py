@@ -3,7 +3,7 @@
 The pipeline batch-scores the chosen splits with TFX's own BulkInferrer (the candidate's
 `serving_examples` signature, only when the Evaluator blessed it; docs/pipeline.md, "Batch
 scoring"). This component, on the pipeline's Beam runner, turns its PredictionLogs into the
-files `sicot score` writes (`sicot.trainer.batch_scoring`): `predictions.jsonl` (one line per
+files `sicot score` writes (`sicot.trainer.evaluation.batch_scoring`): `predictions.jsonl` (one line per
 example: record_id, split, label, image-only top-k classes and scores), `.suspects.jsonl`
 (image-only top-1 disagrees with the label at score >= suspect_min_score), `.duplicates.jsonl`
 (records of different labels whose visual embeddings are near-identical), `.summary.json`.
@@ -48,7 +48,7 @@ def ScoringReport(  # noqa: N802 - TFX component names are classes
 
     import tensorflow as tf
 
-    from sicot.trainer import batch_scoring
+    from sicot.trainer.evaluation import batch_scoring
 
     tf.io.gfile.makedirs(report.uri)
     files = batch_scoring.ScoringFiles(os.path.join(report.uri, PREDICTIONS_FILE))

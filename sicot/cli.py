@@ -2,8 +2,8 @@
 
   sicot.data.cli       synth, import
   sicot.trainer.cli    train, evaluate, score
-  sicot.trainer.enroll enroll
-  sicot.trainer.index  index
+  sicot.trainer.enrollment.catalogue enroll
+  sicot.trainer.enrollment.faiss_index  index
   sicot.pipeline.cli   run, compile
   sicot.serving.cli    serve, predict
   sicot.demo           demo (the README's main job)
@@ -26,8 +26,8 @@ from sicot.errors import UserError
 _COMMAND_MODULES = (
     "sicot.data.cli",
     "sicot.trainer.cli",
-    "sicot.trainer.enroll",
-    "sicot.trainer.index",
+    "sicot.trainer.enrollment.catalogue",
+    "sicot.trainer.enrollment.faiss_index",
     "sicot.pipeline.cli",
     "sicot.serving.cli",
     "sicot.demo",

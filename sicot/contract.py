@@ -12,7 +12,7 @@ signatures); every feature is a scalar bytes feature:
   label      UTF-8 class name (required in train/eval/test data; absent at serving)
   record_id  '<manifest file>:<line number>' of the source record, for tracing
 
-Transformed features (`sicot.trainer.preprocessing.preprocessing_fn`):
+Transformed features (`sicot.trainer.transform.preprocessing.preprocessing_fn`):
   image_xf   bytes: the image as JPEG, longer side at most 2 x S (`trainer/images.store_images`);
              decoded to [S, S, 3] by the trainer's input and the serving signatures
   tokens_xf  int64 [T] token ids of title + tags: 0 = padding, 1 = out of vocabulary,
@@ -21,11 +21,11 @@ Transformed features (`sicot.trainer.preprocessing.preprocessing_fn`):
              (0 = most frequent class); `num_classes` for a label unseen in training
   band_xf    bytes 'many' | 'medium' | 'few' by the training count of the example's class
 
-Model (`sicot.trainer.sicot_model.SICoTModel`): inputs `image`, `tokens`; outputs
+Model (`sicot.trainer.model.sicot_model.SICoTModel`): inputs `image`, `tokens`; outputs
 `visual_logits`, `embedding`, and with text `semantic_logits`, `fused_logits`, `semantic`,
 `attention`.
 
-Exported SavedModel (`sicot.trainer.export`); every input is a [None] string tensor:
+Exported SavedModel (`sicot.trainer.export.saved_model`); every input is a [None] string tensor:
   serving_default      image                    -> visual head (image-only query)
   serving_image_text   image, title, tags       -> fused head (image + text query)
   serving_examples     examples (serialized tf.Example) -> visual head

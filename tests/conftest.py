@@ -82,7 +82,7 @@ def _train(root, transform, preset, name=None, **changes):
     (default: the preset)."""
     from tfx.v1.components import FnArgs
 
-    from sicot.trainer.model_config import ModelConfig
+    from sicot.trainer.model.config import ModelConfig
     from sicot.trainer.task import run_fn
 
     config = ModelConfig.preset(preset).replace(
@@ -146,7 +146,7 @@ def catalogue(trained):
 
 @pytest.fixture(scope="session")
 def enrolled(trained, catalogue):
-    from sicot.trainer import enroll
+    from sicot.trainer.enrollment import catalogue as enroll
 
     out = str(trained["root"] / "enrolled")
     report = enroll.enroll_folder(trained["sicot"], str(catalogue), out, log=lambda *_: None)

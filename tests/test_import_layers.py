@@ -1,4 +1,6 @@
-"""The import graph points one way: contract/errors/console/paths <- data <- trainer <- serving | pipeline <- cli.
+"""The import graph points one way: contract/errors/console/paths <- data <- trainer <- serving | pipeline <- cli,
+and inside the trainer: transform | backbones <- model | export <- enrollment | evaluation <- the
+trainer's entry points (`sicot.trainer.task`, `cli`, `options`, ...; see trainer/__init__.py).
 
 Every `import` counts, function-local ones included, so a cycle cannot hide inside a function.
 An ast walk rather than grimp/import-linter: those discover a package's modules by walking its
@@ -18,6 +20,9 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 LAYERS = (
     ("sicot.contract", "sicot.errors", "sicot.console", "sicot.paths"),
     ("sicot.data",),
+    ("sicot.trainer.transform", "sicot.trainer.backbones"),
+    ("sicot.trainer.model", "sicot.trainer.export"),
+    ("sicot.trainer.enrollment", "sicot.trainer.evaluation"),
     ("sicot.trainer",),
     ("sicot.pipeline", "sicot.serving"),
     ("sicot.cli", "sicot.demo", "sicot"),
@@ -89,16 +94,42 @@ def test_every_module_has_a_layer():
             "sicot.pipeline.pipeline", "sicot.data.importer"} <= set(MODULES)
 
 
-def test_imports_point_down_the_layers():
+def _wrong_imports(module, imports):
     wrong = []
-    for module, imports in GRAPH.items():
-        level, package = _layer(module)
-        for imported, line in imports:
-            other_level, other_package = _layer(imported)
-            if other_level > level or (other_level == level and other_package != package):
-                wrong.append(f"{MODULES[module]}:{line}: {module} ({package}) imports "
-                             f"{imported} ({other_package})")
+    level, package = _layer(module)
+    for imported, line in imports:
+        other_level, other_package = _layer(imported)
+        if other_level > level or (other_level == level and other_package != package):
+            wrong.append(f"{MODULES.get(module, module)}:{line}: {module} ({package}) imports "
+                         f"{imported} ({other_package})")
+    return wrong
+
+
+def test_imports_point_down_the_layers():
+    wrong = [w for module, imports in GRAPH.items() for w in _wrong_imports(module, imports)]
     assert wrong == [], "\n".join(wrong)
+
+
+def test_trainer_sub_packages_are_layers():
+    packages = {m.rpartition(".")[0] for m in MODULES if m.startswith("sicot.trainer.")}
+    assert {"sicot.trainer.transform", "sicot.trainer.backbones", "sicot.trainer.model",
+            "sicot.trainer.export", "sicot.trainer.enrollment",
+            "sicot.trainer.evaluation"} <= packages
+    for package in packages - {"sicot.trainer"}:
+        assert _layer(package + ".x")[1] == package, f"{package} has no layer of its own"
+
+
+@pytest.mark.parametrize("module, source", [
+    ("sicot.trainer.model.sicot_model", "from sicot.trainer.enrollment import catalogue\n"),
+    ("sicot.trainer.transform.images", "from sicot.trainer.model.config import ModelConfig\n"),
+    ("sicot.trainer.export.saved_model", "def f():\n    from sicot.trainer import task\n"),
+    ("sicot.trainer.enrollment.prototypes", "from sicot.trainer.evaluation import band_accuracy\n"),
+    ("sicot.trainer.model.config", "from sicot.trainer.export import folders\n"),
+])
+def test_an_upward_or_sideways_import_is_caught(tmp_path, module, source):
+    path = tmp_path / "probe.py"
+    path.write_text(source)
+    assert len(_wrong_imports(module, _imports(module, str(path), MODULES))) == 1
 
 
 def test_no_import_cycle():

@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from sicot import contract
 from sicot.trainer.input import class_repeat_factors, make_dataset
-from sicot.trainer.sicot_model import FEATURES_INPUT
+from sicot.trainer.model.sicot_model import FEATURES_INPUT
 
 logger = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ import time
 from sicot import contract
 from sicot.errors import UserError
 from sicot.trainer import options
+from sicot.trainer.export.folders import new_version_dir
 
 TRANSFORM_STAMP = "transform_stamp.json"
 
@@ -123,7 +124,7 @@ def _write_json(value, path: str) -> None:
 def prepare_examples(data_dir: str, work_dir: str, transform_config, log=print):
     """Import + Transform into work_dir, reusing an earlier result for the same inputs."""
     from sicot.data.importer import ImportConfig, import_dataset
-    from sicot.trainer.transform_local import TransformResult, run_transform
+    from sicot.trainer.transform.run_local import TransformResult, run_transform
 
     import tensorflow as tf
 
@@ -157,7 +158,7 @@ def prepare_examples(data_dir: str, work_dir: str, transform_config, log=print):
 def _check_backbone_weights(config) -> None:
     """A missing weights file is reported before the import and Transform, not after."""
     if config.tower_weights == "imagenet":
-        from sicot.trainer.imagenet_weights import imagenet_checkpoint_path
+        from sicot.trainer.backbones.imagenet_weights import imagenet_checkpoint_path
 
         imagenet_checkpoint_path()  # a UserError naming the package to install
     elif config.tower_weights:
@@ -165,17 +166,6 @@ def _check_backbone_weights(config) -> None:
 
         if not tf.io.gfile.exists(config.backbone_weights):
             raise UserError(f"--backbone-weights {config.backbone_weights}: no such file")
-
-
-def _new_version_dir(base: str) -> str:
-    import tensorflow as tf
-
-    version = int(time.time())
-    existing = ([int(d.rstrip("/")) for d in tf.io.gfile.listdir(base) if d.rstrip("/").isdigit()]
-                if tf.io.gfile.isdir(base) else [])
-    if existing:
-        version = max(version, max(existing) + 1)
-    return os.path.join(base, str(version))
 
 
 def _train(args) -> int:
@@ -210,7 +200,7 @@ def _train(args) -> int:
     steps_per_epoch = math.ceil(num_train / config.batch_size)
     eval_split = "eval" if result.num_examples.get("eval") else (
         "test" if result.num_examples.get("test") else None)
-    serving_dir = _new_version_dir(os.path.join(out, "export"))
+    serving_dir = new_version_dir(os.path.join(out, "export"))
     fn_args = FnArgs(
         train_files=[result.transformed_files["train"]],
         eval_files=[result.transformed_files[eval_split]] if eval_split else None,
@@ -243,7 +233,7 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from sicot.trainer.evaluation import evaluate_saved_model, format_table, write_json
+    from sicot.trainer.evaluation.band_accuracy import evaluate_saved_model, format_table, write_json
 
     import tensorflow as tf
 
@@ -254,7 +244,7 @@ def _evaluate(args) -> int:
         return_predictions=True)
     print(format_table(report))
     if args.report:
-        from sicot.trainer import error_analysis
+        from sicot.trainer.evaluation import error_analysis
 
         out = os.path.abspath(args.report)
         confusion = error_analysis.tfma_confusion(
@@ -274,8 +264,8 @@ def _evaluate(args) -> int:
 def run_score(args) -> int:
     import shlex
 
-    from sicot.trainer.batch_scoring import ScoringConfig, format_summary, score_dataset
-    from sicot.trainer.evaluation import resolve_saved_model_dir
+    from sicot.trainer.evaluation.batch_scoring import ScoringConfig, format_summary, score_dataset
+    from sicot.trainer.evaluation.band_accuracy import resolve_saved_model_dir
 
     if not os.path.isdir(args.data):
         raise UserError(f"--data {args.data} does not exist or is not a folder")

@@ -36,8 +36,8 @@ import numpy as np
 import tensorflow as tf
 
 from sicot import contract
-from sicot.trainer import images
-from sicot.trainer.images import transform_image_size
+from sicot.trainer.transform import images
+from sicot.trainer.transform.images import transform_image_size
 
 AUTOTUNE = tf.data.AUTOTUNE
 logger = logging.getLogger(__name__)

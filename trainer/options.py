@@ -14,9 +14,8 @@ import dataclasses
 from typing import Mapping, Sequence
 
 from sicot.errors import UserError
-from sicot.trainer.model_config import (BACKBONES, IMAGENET, PACKAGED_IMAGENET_BACKBONES,
-                                        PRESET_NAMES, ModelConfig)
-from sicot.trainer.preprocessing import TransformConfig
+from sicot.trainer.model.config import BACKBONES, IMAGENET, PACKAGED_IMAGENET_BACKBONES, PRESET_NAMES, ModelConfig
+from sicot.trainer.transform.preprocessing import TransformConfig
 
 # Environment variables of the tfx CLI runner, by option.
 ENV_VARS = {"model": "SICOT_MODEL", "epochs": "SICOT_EPOCHS", "backbone": "SICOT_BACKBONE",

@@ -12,50 +12,12 @@ import os
 import time
 
 from sicot import console, contract
-from sicot.trainer.export import export_serving_model
-from sicot.trainer.model_config import ModelConfig
+from sicot.trainer.export.folders import HISTORY_FILE, KERAS_MODEL_FILE
+from sicot.trainer.export.saved_model import export_serving_model
+from sicot.trainer.model.config import ModelConfig
+from sicot.trainer.transform.output import model_shapes, read_class_counts
 
 logger = logging.getLogger(__name__)
-
-KERAS_MODEL_FILE = "model.keras"
-HISTORY_FILE = "history.json"
-
-
-def read_class_counts(tf_transform_output):
-    """(class names, training counts) in label-id order, from the `label_counts` vocabulary."""
-    names = [n.decode("utf-8") if isinstance(n, bytes) else n
-             for n in tf_transform_output.vocabulary_by_name(contract.LABEL_VOCAB_NAME)]
-    path = tf_transform_output.vocabulary_file_by_name(contract.LABEL_COUNTS_VOCAB_NAME)
-    import tensorflow as tf
-
-    counts_by_name = {}
-    with tf.io.gfile.GFile(path, "rb") as f:
-        for line_number, line in enumerate(f, 1):
-            line = line.rstrip(b"\n")
-            if not line:
-                continue
-            count, _, name = line.partition(b" ")
-            try:
-                counts_by_name[name.decode("utf-8")] = int(float(count))
-            except ValueError:
-                raise ValueError(f"{path}:{line_number}: expected 'count label', got {line!r}")
-    missing = [n for n in names if n not in counts_by_name]
-    if missing:
-        raise ValueError(f"{path}: no count for classes {missing[:5]} of the label vocabulary")
-    return names, [counts_by_name[n] for n in names]
-
-
-def model_shapes(tf_transform_output):
-    """(image size, max tokens, token id count) from the transformed feature spec."""
-    from sicot.trainer.input import transform_image_size
-
-    spec = tf_transform_output.transformed_feature_spec()
-    image_size = transform_image_size(tf_transform_output)
-    max_tokens = int(spec[contract.TOKENS_XF].shape[0])
-    vocab_size = (tf_transform_output.vocabulary_size_by_name(contract.TOKEN_VOCAB_NAME)
-                  + contract.FIRST_VOCAB_TOKEN_ID)
-    return image_size, max_tokens, vocab_size
-
 
 def make_optimizer(config: ModelConfig, total_steps: int, learning_rate=None, sampled=False):
     """AdamW with cosine decay; with sampled heads, SparseCentreAdamW (the class-centre tables
@@ -129,7 +91,7 @@ def run_fn(fn_args):
 
     from sicot.trainer import distribution
     from sicot.trainer.input import count_records, make_dataset, plan_shuffle, warn_if_grouped
-    from sicot.trainer.sicot_model import build_model
+    from sicot.trainer.model.sicot_model import build_model
 
     # MultiWorkerMirroredStrategy must exist before any other TF op runs in the process.
     tf_config = distribution.read_tf_config()
@@ -188,7 +150,7 @@ def run_fn(fn_args):
         model = build_model(config, len(class_names), vocab_size, class_counts, max_tokens,
                             image_size)
         if config.pretrained_tower:
-            from sicot.trainer.backbone_weights import initialise_tower
+            from sicot.trainer.backbones.pretrained import initialise_tower
 
             kind = initialise_tower(model.visual_tower, config.tower_weights)
             logger.info("visual tower: %s weights (%s)", kind, config.tower_weights)
@@ -307,18 +269,18 @@ def run_fn(fn_args):
 
     model.save(os.path.join(model_run_dir, KERAS_MODEL_FILE))
     if not model.sampled:  # what `sicot enroll` fits on the trained classes, once
-        from sicot.trainer import enrolled_model, enrollment
+        from sicot.trainer.enrollment import enrolled_model, prototypes
 
         start = time.perf_counter()
         # Over the cached features where the backbone has not changed since (no second pass).
         calibration = enrolled_model.fit_model_calibration(
             model, fn_args.train_files, tf_transform_output, eval_files=fn_args.eval_files,
             cached={split: (c.features, c.tokens, c.labels) for split, c in cache.items()})
-        enrollment.save_calibration(calibration, os.path.join(model_run_dir,
-                                                              enrollment.CALIBRATION_FILE))
+        prototypes.save_calibration(calibration, os.path.join(model_run_dir,
+                                                              prototypes.CALIBRATION_FILE))
         history["enrollment_calibration_seconds"] = time.perf_counter() - start
     cache.clear()
-    from sicot.trainer.backbone_weights import TOWER_WEIGHTS_FILE, save_tower_weights
+    from sicot.trainer.backbones.pretrained import TOWER_WEIGHTS_FILE, save_tower_weights
 
     # For `--backbone-weights` of a later run (e.g. on another dataset).
     save_tower_weights(model.visual_tower, os.path.join(model_run_dir, TOWER_WEIGHTS_FILE))

@@ -81,7 +81,7 @@ def load_base_model(path: str):
     import keras
     import tensorflow as tf
 
-    from sicot.trainer import sicot_model  # noqa: F401 - registers the classes
+    from sicot.trainer.model import sicot_model  # noqa: F401 - registers the classes
 
     folder = find_base_model(path)
     with tf.io.gfile.GFile(os.path.join(folder, VOCABULARIES_FILE)) as f:
@@ -179,7 +179,7 @@ def warm_start(model, old_model, old_classes, old_tokens, class_names, tokens,
     """Fills the built `model` (classes `class_names`, token vocabulary `tokens`) from
     `old_model`; returns a report (what was kept, dropped, new, copied)."""
     from sicot import contract
-    from sicot.trainer.sampled_classifier_head import SampledClassifierHead
+    from sicot.trainer.model.sampled_classifier_head import SampledClassifierHead
 
     check_compatible(old_model.config, model.config, base)
     if model.sampled or isinstance(getattr(old_model, "visual_head", None), SampledClassifierHead):

@@ -299,7 +299,7 @@ def _check_decodes(data: bytes, image: str, fmt: str, size: tuple[int, int]) -> 
         raise _Reject(f"corrupt_image: {image} does not decode: {e}") from None
     if decoded != size:
         raise _Reject(f"corrupt_image: {image} header says {size}, decoded {decoded}")
-    # And with the op Transform runs (sicot.trainer.preprocessing): TensorFlow is stricter than
+    # And with the op Transform runs (sicot.trainer.transform.preprocessing): TensorFlow is stricter than
     # PIL in places (a PNG without IEND decodes in PIL, not in TF), and one image it cannot
     # decode would stop a Transform over millions of good ones.
     import tensorflow as tf

@@ -1,7 +1,7 @@
 """Visual search items: what a catalogue photo (or a photo-less listing) is in the search space.
 
 Numpy only, so that the trainer (which writes the items into the SavedModel's exact search,
-`sicot.trainer.export`) and the serving side (which reads an approximate index) share it.
+`sicot.trainer.export.saved_model`) and the serving side (which reads an approximate index) share it.
 
 An item is one catalogue photo, id '<label>/<photo path>', or, for a SKU without photos, its
 listing, id '<label>/#listing'. Its vectors (one rule shared by the SavedModel's exact search,

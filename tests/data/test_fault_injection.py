@@ -9,7 +9,7 @@ record, because they share `sicot.data.importer.convert_row`.
 
 "Imports correctly" is checked against what the pipeline does next: the image of every
 imported record must decode with `tf.io.decode_image(channels=3)`, the op Transform runs
-(`sicot.trainer.images.store_images`), so one bad image cannot stop a Transform
+(`sicot.trainer.transform.images.store_images`), so one bad image cannot stop a Transform
 over millions of good ones.
 """
 from __future__ import annotations

@@ -50,7 +50,7 @@ def test_vertex_json_names_every_component_and_the_gpu_trainer(tmp_path):
     assert pool["machine_spec"]["accelerator_count"] == 2
     assert pool["container_spec"]["image_uri"] == "example.com/sicot:1"
     # the whole model config travels (sicot.trainer.options), so the Trainer needs no defaults
-    from sicot.trainer.model_config import ModelConfig
+    from sicot.trainer.model.config import ModelConfig
     assert (ModelConfig.from_dict(custom_config["model"])
             == ModelConfig.preset("sicot").replace(epochs=3))
     assert custom_config["ai_platform_enable_vertex"] is True

@@ -4,8 +4,8 @@ import pytest
 from sicot import cli
 from sicot.pipeline import configs
 from sicot.pipeline import pipeline as sicot_pipeline
-from sicot.trainer.model_config import ModelConfig
-from sicot.trainer.preprocessing import TransformConfig
+from sicot.trainer.model.config import ModelConfig
+from sicot.trainer.transform.preprocessing import TransformConfig
 
 
 def test_beam_presets_give_the_documented_flags():
@@ -129,3 +129,17 @@ def test_gate_flags_reach_the_thresholds(tmp_path):
         "--max-few-drop", "0.03", "--min-top1", "0.2"])
     thresholds = pipeline_cli._settings(args)["thresholds"]
     assert thresholds == configs.BlessingThresholds(max_few_drop=0.03, overall_min_top1=0.2)
+
+
+@pytest.mark.parametrize("dotted", [configs.PREPROCESSING_FN, configs.RUN_FN,
+                                    # pipelines compiled before trainer/ had sub-packages
+                                    "sicot.trainer.preprocessing.preprocessing_fn"])
+def test_dotted_names_the_pipeline_gives_tfx_load(dotted):
+    from tfx.utils import import_utils
+
+    from sicot.trainer import task
+    from sicot.trainer.transform import preprocessing
+
+    module, _, name = dotted.rpartition(".")
+    fn = import_utils.import_func_from_module(module, name)
+    assert fn in (preprocessing.preprocessing_fn, task.run_fn)

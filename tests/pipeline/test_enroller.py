@@ -1,7 +1,7 @@
 """The Enroller in the pipeline: built only with a catalogue, its model the candidate of every
 component after it, compiled for Vertex; bad catalogue settings refused before running. (The
 Enroller running for real: tests/pipeline/test_full_pipeline.py; its body, the code of `sicot
-enroll` on Trainer artifacts: tests/trainer/test_enroll.py.)"""
+enroll` on Trainer artifacts: tests/trainer/enrollment/test_catalogue.py.)"""
 import json
 
 import pytest

@@ -154,7 +154,7 @@ def test_pipeline_end_to_end_with_resume_and_cache(tmp_path, datasets, capsys):
     assert len(new_versions) == 1
     assert f"Pushed model: {os.path.join(serving, new_versions[0])}" in printed
     pushed = os.path.join(serving, new_versions[0])
-    from sicot.trainer.error_analysis import class_names_of
+    from sicot.trainer.evaluation.error_analysis import class_names_of
 
     trained_names = class_names_of(os.path.join(runs["Trainer"].outputs["model"][0],
                                                 "Format-Serving"))

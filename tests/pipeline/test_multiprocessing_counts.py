@@ -103,8 +103,8 @@ def _example_gen_both_ways(tmp_path, data):
 
 @pytest.mark.slow
 def test_example_gen_and_transform_match_single_process(tmp_path, datasets):
-    from sicot.trainer.preprocessing import TransformConfig
-    from sicot.trainer.transform_local import run_transform
+    from sicot.trainer.transform.preprocessing import TransformConfig
+    from sicot.trainer.transform.run_local import run_transform
 
     uris, ids = _example_gen_both_ways(tmp_path, _dataset(tmp_path, datasets))
     # Transform the same examples (the train split analysed) both ways.

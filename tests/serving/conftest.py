@@ -1,8 +1,8 @@
 """Fixtures for the serving tests: SavedModels in TF Serving's layout and running servers.
 
 Two models:
-  * `sicot_base_path`: a real SICoT model (sicot.trainer.sicot_model.SICoTModel + the tf.Transform
-    graph from sicot.trainer.transform_local, exported by sicot.trainer.export) trained for a few
+  * `sicot_base_path`: a real SICoT model (sicot.trainer.model.sicot_model.SICoTModel + the tf.Transform
+    graph from sicot.trainer.transform.run_local, exported by sicot.trainer.export.saved_model) trained for a few
     steps on a tiny synthetic set. The end-to-end tests run against it.
   * `write_fixture_model`: a small independent tf.Module with the same signature names, inputs
     and outputs, that decodes the image and computes its class scores from the mean pixel colour
@@ -176,13 +176,13 @@ def _load_tiny_dataset():
 
 def export_tiny_sicot_model(root: str, top_k: int = 3) -> str:
     """Runs the real Transform on the tiny long-tailed set, builds a small SICoTModel (untrained:
-    serving only needs its graph and weights) and exports it with sicot.trainer.export."""
+    serving only needs its graph and weights) and exports it with sicot.trainer.export.saved_model."""
     import tensorflow_transform as tft
 
-    from sicot.trainer.export import export_serving_model
-    from sicot.trainer.model_config import ModelConfig
-    from sicot.trainer.sicot_model import build_model
-    from sicot.trainer.task import model_shapes, read_class_counts
+    from sicot.trainer.export.saved_model import export_serving_model
+    from sicot.trainer.model.config import ModelConfig
+    from sicot.trainer.model.sicot_model import build_model
+    from sicot.trainer.transform.output import model_shapes, read_class_counts
 
     result = _load_tiny_dataset().build(os.path.join(root, "data"))
     tf_transform_output = tft.TFTransformOutput(result.transform_output_dir)

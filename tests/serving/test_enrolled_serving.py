@@ -18,7 +18,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from sicot import contract
 from sicot.cli import main
 from sicot.serving.server import ModelServer, ServerOptions
-from sicot.trainer.evaluation import resolve_saved_model_dir
+from sicot.trainer.evaluation.band_accuracy import resolve_saved_model_dir
 
 PHOTO = os.path.join("photos", "teal_new0.png")  # a catalogue photo of the enrolled SKU
 

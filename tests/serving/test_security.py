@@ -186,9 +186,9 @@ _FORBIDDEN = re.compile(
 
 # The one reviewed exception: the ImageNet checkpoint of efficientnet_lite0 is a legacy
 # PyTorch pickle shipped by a pinned package. It is read with a `pickle.Unpickler` subclass
-# whose find_class resolves only the names the format needs (tests/trainer/
+# whose find_class resolves only the names the format needs (tests/trainer/backbones/
 # test_efficientnet_lite.py refuses os.system and eval payloads); no pickle.load(s) call.
-_PICKLE_ALLOWED = {os.path.join("trainer", "torch_checkpoint.py")}
+_PICKLE_ALLOWED = {os.path.join("trainer", "backbones", "torch_checkpoint.py")}
 _UNRESTRICTED_PICKLE = re.compile(r"\bpickle\.loads?\(|\bUnpickler\([^)]")
 
 

@@ -25,10 +25,10 @@ def tiny_saved_model(tiny_transform, tmp_path_factory):
     for tests of code that runs a SavedModel (batch scoring), not of its accuracy."""
     import tensorflow_transform as tft
 
-    from sicot.trainer.export import export_serving_model
-    from sicot.trainer.model_config import ModelConfig
-    from sicot.trainer.sicot_model import build_model
-    from sicot.trainer.task import model_shapes, read_class_counts
+    from sicot.trainer.export.saved_model import export_serving_model
+    from sicot.trainer.model.config import ModelConfig
+    from sicot.trainer.model.sicot_model import build_model
+    from sicot.trainer.transform.output import model_shapes, read_class_counts
 
     tf_transform_output = tft.TFTransformOutput(tiny_transform.transform_output_dir)
     names, counts = read_class_counts(tf_transform_output)

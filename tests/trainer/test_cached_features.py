@@ -12,7 +12,7 @@ import tensorflow as tf
 from sicot import contract
 from sicot.trainer import cached_features
 from sicot.trainer.cached_features import CachedSplit, feature_dataset
-from sicot.trainer.sicot_model import FEATURES_INPUT
+from sicot.trainer.model.sicot_model import FEATURES_INPUT
 
 
 def _split(n=40, classes=4, dim=3, seed=0):
@@ -73,8 +73,8 @@ def test_evaluation_pass_keeps_record_order_and_declares_its_size():
 
 @pytest.fixture(scope="module")
 def lite_tower():
-    from sicot.trainer.imagenet_weights import load_imagenet_weights
-    from sicot.trainer.visual_tower import VisualTower
+    from sicot.trainer.backbones.imagenet_weights import load_imagenet_weights
+    from sicot.trainer.model.visual_tower import VisualTower
 
     tower = VisualTower("efficientnet_lite0", embedding_dim=8, frozen_bn=True)
     tower.build((None, 32, 32, 3))
@@ -113,7 +113,7 @@ def test_disk_cache_is_reused_for_the_same_weights_only(lite_tower, tiny_transfo
                                        cache_dir=str(tmp_path))
     np.testing.assert_allclose(repaired.features, first.features, rtol=1e-5, atol=1e-5)
     # Other weights: another key, another file.
-    from sicot.trainer.visual_tower import VisualTower
+    from sicot.trainer.model.visual_tower import VisualTower
 
     other = VisualTower("efficientnet_lite0", embedding_dim=8)
     other.build((None, 32, 32, 3))
@@ -144,7 +144,7 @@ def _backbone(model):
 
 
 def test_frozen_bn_keeps_the_loaded_statistics_in_training(lite_tower):
-    from sicot.trainer.visual_tower import VisualTower
+    from sicot.trainer.model.visual_tower import VisualTower
 
     images = np.random.default_rng(1).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     for frozen_bn, stats_move in ((True, False), (False, True)):
@@ -169,9 +169,10 @@ def test_run_fn_trains_over_cached_features_then_fine_tunes(lite_tower, tiny_tra
 
     import tensorflow_transform as tft
 
-    from sicot.trainer.model_config import ModelConfig
-    from sicot.trainer.sicot_model import build_model
-    from sicot.trainer.task import model_shapes, run_fn
+    from sicot.trainer.model.config import ModelConfig
+    from sicot.trainer.model.sicot_model import build_model
+    from sicot.trainer.transform.output import model_shapes
+    from sicot.trainer.task import run_fn
 
     model = run_fn(_fn_args(tiny_transform, tmp_path, "tuned", backbone_frozen_epochs=1))
     moved = collections.defaultdict(list)

@@ -61,7 +61,7 @@ def test_train_and_evaluate_end_to_end(capsys, tmp_path):
     report = json.loads((out / "train_report.json").read_text())
     assert report["examples"]["train"] > 0 and report["eval_split"] == "eval"
     # 1 co-trained epoch, then the preset's cRT stage 2 epochs.
-    from sicot.trainer.model_config import ModelConfig
+    from sicot.trainer.model.config import ModelConfig
 
     assert len(report["epoch_seconds"]) == 1 + ModelConfig.preset("sicot").crt_epochs
     assert (out / "run" / "model.keras").is_file()
@@ -100,7 +100,7 @@ def test_changed_transform_settings_rerun_into_the_same_work_dir(tmp_path):
     import tensorflow_transform as tft
 
     from sicot.trainer.cli import TRANSFORM_STAMP, prepare_examples
-    from sicot.trainer.preprocessing import TransformConfig
+    from sicot.trainer.transform.preprocessing import TransformConfig
 
     data, work = tmp_path / "data", tmp_path / "work"
     assert main(["synth", "--out", str(data), "--classes", "4", "--max-per-class", "6",

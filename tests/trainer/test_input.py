@@ -7,7 +7,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from sicot.trainer.input import augment_image, class_repeat_factors, make_dataset
-from sicot.trainer.task import model_shapes, read_class_counts
+from sicot.trainer.transform.output import model_shapes, read_class_counts
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from sicot.errors import UserError
 from sicot.pipeline import cli as pipeline_cli
 from sicot.pipeline import local_runner
 from sicot.trainer import options
-from sicot.trainer.model_config import ModelConfig
-from sicot.trainer.preprocessing import TransformConfig
+from sicot.trainer.model.config import ModelConfig
+from sicot.trainer.transform.preprocessing import TransformConfig
 
 ARGV = ["--model", "crt", "--epochs", "3", "--seed", "7", "--batch-size", "16",
         "--image-size", "32", "--band-edges", "4,10", "--set", "tau=0.5",

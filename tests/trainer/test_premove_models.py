@@ -25,7 +25,8 @@ def _inputs(expected):
 def test_keras_file_written_before_the_move_loads_and_predicts_the_same(name, expected):
     import keras
 
-    from sicot.trainer import enrolled_sicot_model, sparse_centre_adamw  # noqa: F401 (sicot>)
+    from sicot.trainer.model import enrolled_sicot_model  # noqa: F401 (sicot>)
+    from sicot.trainer import sparse_centre_adamw
 
     model = keras.saving.load_model(os.path.join(FILES, f"{name}.keras"))
     outputs = model(_inputs(expected), training=False)
@@ -40,7 +41,7 @@ def test_keras_file_written_before_the_move_loads_and_predicts_the_same(name, ex
 def test_serialized_efficientnet_model_rebuilds_the_same():
     import keras
 
-    from sicot.trainer import sicot_model  # noqa: F401  (registers the sicot> classes)
+    from sicot.trainer.model import sicot_model  # noqa: F401  (registers the sicot> classes)
 
     with open(os.path.join(FILES, "efficientnet.json")) as f:
         config = json.load(f)

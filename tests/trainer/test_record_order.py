@@ -19,9 +19,8 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from sicot import contract
-from sicot.trainer import images
-from sicot.trainer.input import (make_dataset, neighbour_label_share, plan_shuffle,
-                                 warn_if_grouped)
+from sicot.trainer.transform import images
+from sicot.trainer.input import make_dataset, neighbour_label_share, plan_shuffle, warn_if_grouped
 
 IMAGE_SIZE = 16
 MAX_TOKENS = 6
@@ -166,8 +165,8 @@ NOISE = 70
 def sixty_classes(tmp_path_factory):
     """A real Transform output whose label vocabulary has 60 classes, and its 9,000-record
     training split (transformed) written class-sorted and shuffled."""
-    from sicot.trainer.preprocessing import TransformConfig
-    from sicot.trainer.transform_local import run_transform
+    from sicot.trainer.transform.preprocessing import TransformConfig
+    from sicot.trainer.transform.run_local import run_transform
 
     tiny = _load_tiny_dataset()
     root = tmp_path_factory.mktemp("record_order_60")

@@ -6,8 +6,8 @@ import pytest
 from sicot import contract
 from sicot.contract import IMAGE_INPUT, TOKENS_INPUT
 from sicot.trainer import warm_start
-from sicot.trainer.model_config import ModelConfig
-from sicot.trainer.sicot_model import build_model
+from sicot.trainer.model.config import ModelConfig
+from sicot.trainer.model.sicot_model import build_model
 
 MAX_TOKENS = 4
 IMAGE_SIZE = 16  # the Transform's setting: build_model takes it

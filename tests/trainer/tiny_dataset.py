@@ -75,8 +75,8 @@ def write_split(path, examples):
 def build(root, image_size=16, max_tokens=6):
     """Writes raw train/eval/test splits under root/raw and runs the real Transform; the test
     split holds `varied_images()` (labels class0..class5, one each)."""
-    from sicot.trainer.preprocessing import TransformConfig
-    from sicot.trainer.transform_local import run_transform
+    from sicot.trainer.transform.preprocessing import TransformConfig
+    from sicot.trainer.transform.run_local import run_transform
 
     raw = os.path.join(root, "raw")
     os.makedirs(raw, exist_ok=True)

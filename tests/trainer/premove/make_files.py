@@ -45,11 +45,12 @@ def main(out_dir: str) -> None:
     import tensorflow_transform as tft
 
     from sicot import contract
-    from sicot.trainer.enrolled_sicot_model import EnrolledSICoTModel
-    from sicot.trainer.export import export_serving_model
-    from sicot.trainer.model_config import ModelConfig
-    from sicot.trainer.sicot_model import build_model
-    from sicot.trainer.task import make_optimizer, model_shapes, read_class_counts
+    from sicot.trainer.model.enrolled_sicot_model import EnrolledSICoTModel
+    from sicot.trainer.export.saved_model import export_serving_model
+    from sicot.trainer.model.config import ModelConfig
+    from sicot.trainer.model.sicot_model import build_model
+    from sicot.trainer.task import make_optimizer
+    from sicot.trainer.transform.output import model_shapes, read_class_counts
 
     os.makedirs(out_dir, exist_ok=True)
     tiny = _tiny_dataset()

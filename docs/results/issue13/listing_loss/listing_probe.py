@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "bench"))
 from enrollment_probe import embed_everything  # noqa: E402
 
-from sicot.trainer import enrollment as E  # noqa: E402
+from sicot.trainer.enrollment import prototypes as E  # noqa: E402
 
 
 def probe(e):

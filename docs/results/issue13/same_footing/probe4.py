@@ -1,6 +1,6 @@
 import numpy as np, sys
 sys.path.insert(0, '.')
-from sicot.trainer import enrollment as E
+from sicot.trainer.enrollment import prototypes as E
 for m in ['sicot','cosine']:
     e = dict(np.load(f'/tmp/enrol/runs/synthetic/seed0/{m}/probe_cache.npz', allow_pickle=True))
     C = len(e['class_names']); kind=str(e['visual_kind'])

@@ -2,7 +2,7 @@
 import json, os, shutil, sys
 sys.path.insert(0, '/work/wt/lead/bench')
 from enrollment_report import TestSplit, latest_saved_model  # noqa
-from sicot.trainer.enroll import enroll_folder
+from sicot.trainer.enrollment.catalogue import enroll_folder
 root = '/work/runs/lead/s3/enrol/runs/synthetic'
 out_root = '/work/runs/lead/s3/scoring'
 test = TestSplit('/tmp/catalog-synth')

@@ -1,7 +1,7 @@
 """Zero-photo: an offset for text-only prototypes set on the trained classes (calibrated stacking), seed 0, numpy."""
 import sys, numpy as np
 sys.path.insert(0, '/work/wt/lead')
-from sicot.trainer import enrollment as E
+from sicot.trainer.enrollment import prototypes as E
 e = dict(np.load(sys.argv[1] + '/probe_cache.npz', allow_pickle=True))
 C = len(e['class_names']); lab = e['train_labels']; v = e['train_visual'].astype(float)
 mu, _ = E.class_means(v, lab, C); U = E.unit(mu)

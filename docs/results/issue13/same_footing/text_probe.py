@@ -3,7 +3,7 @@ import sys, json, numpy as np
 sys.path.insert(0, '/work/wt/lead')
 import tensorflow as tf
 from sicot import contract
-from sicot.trainer import enrollment as E
+from sicot.trainer.enrollment import prototypes as E
 model_dir = sys.argv[1]
 e = dict(np.load(f'{model_dir}/probe_cache.npz', allow_pickle=True))
 rep = json.load(open(f'{model_dir}/train_report.json'))

@@ -1,6 +1,6 @@
 import sys, numpy as np
 sys.path.insert(0, '/work/wt/lead')
-from sicot.trainer import enrollment as E
+from sicot.trainer.enrollment import prototypes as E
 e = dict(np.load(sys.argv[1] + '/probe_cache.npz', allow_pickle=True))
 C = len(e['class_names']); lab = e['train_labels']
 mu, _ = E.class_means(e['train_visual'].astype(float), lab, C)
