@@ -32,7 +32,7 @@ BROKEN_SERVING_TRAINER = '''
 """run_fn that trains normally but exports serving signatures that cut the image bytes."""
 import tensorflow as tf
 
-from sicot.trainer import export
+from sicot.trainer.export import saved_model as export
 from sicot.trainer import task
 
 
