@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from sicot import cli, contract
 from sicot.pipeline import configs, local_runner, run_summary
+from sicot.serving.server import ModelServer, ServerOptions
 from sicot.trainer import options
 
 pytestmark = pytest.mark.slow
@@ -112,6 +113,25 @@ def test_pipeline_end_to_end_with_resume_and_cache(tmp_path, datasets, capsys):
     assert {c.decode() for c in classes.ravel()} <= {f"class-{c:02d}" for c in range(10)}
     scores = out["scores"].numpy()
     assert np.all(scores >= 0) and np.all(np.diff(scores, axis=1) <= 1e-6)
+    # `sicot predict` answers from a server on the pushed folder (loopback, both protocols),
+    # the same top 5 as the model loaded in process
+    photo = tmp_path / "query.jpg"
+    photo.write_bytes(images[0])
+    server = ModelServer(ServerOptions(model_name="sicot", model_base_path=serving, grpc_port=0,
+                                       rest_port=0)).start()
+    try:
+        for port, transport in ((server.grpc_port, []), (server.rest_port, ["--rest"])):
+            capsys.readouterr()
+            assert cli.main(["predict", "--server", f"127.0.0.1:{port}", "--image", str(photo),
+                             "--json", *transport]) == 0
+            answer = json.loads(capsys.readouterr().out)
+            # TF Serving's REST reply does not carry the version
+            assert answer["version"] == (None if transport else int(versions[0])), answer
+            assert [t["class"] for t in answer["top_k"]] == [c.decode() for c in classes[0]]
+            np.testing.assert_allclose([t["score"] for t in answer["top_k"]], scores[0],
+                                       rtol=1e-5)
+    finally:
+        server.stop()
 
     # 3. Re-run with a catalogue: everything up to the Trainer comes from the cache, the
     # Enroller enrols the catalogue into the cached trained model (the code of `sicot enroll`),
