@@ -21,7 +21,8 @@ with a new SKU. Training runs are `sicot train` subprocesses (reused when finish
 same options); enrolment and scoring run in this process. Writes OUT/results.json and
 OUT/table.md (mean +- sample std over seeds).
 
-A variant of `sicot` (e.g. the listing -> visual loss of `ModelConfig.listing_weight`) is
+`--set KEY=VALUE` changes every training (e.g. `--set backbone=efficientnet_lite0
+--image-size 96`, the pretrained tower). A variant of `sicot` (e.g. the listing -> visual loss of `ModelConfig.listing_weight`) is
 measured with `--sicot-set KEY=VALUE` (passed to `sicot train --set` of settings a, b and d)
 into its own --out; `--settings` limits the settings (without c, `cosine` is not trained).
 """
@@ -48,6 +49,7 @@ def train(data_dir, model, seed, out, work_dir, args):
     command = sicot_command() + [
         "train", "--data", data_dir, "--model", model, "--out", out, "--epochs", str(args.epochs),
         "--image-size", str(args.image_size), "--seed", str(seed), "--work-dir", work_dir]
+    command += [a for pair in args.set for a in ("--set", pair)]
     if model == "sicot":
         command += [a for pair in args.sicot_set for a in ("--set", pair)]
     log_path = out + ".train.log"
@@ -274,6 +276,9 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-retrain", action="store_true", help="no setting (d)")
     parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS),
                         help="the settings to run (default all)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a ModelConfig change for every training, base models and "
+                             "setting d (repeatable), e.g. backbone=efficientnet_lite0")
     parser.add_argument("--sicot-set", action="append", default=[], metavar="KEY=VALUE",
                         help="a ModelConfig change for every `sicot` training (sicot train "
                              "--set; repeatable), e.g. listing_weight=1.0")
