@@ -51,8 +51,12 @@ VALIDATION_PER_CLASS = 20        # trained photos per class that set the offset 
 MAX_VALIDATION = 20_000
 DEFAULT_TRAINED_BUDGET = 0.01
 SAME_FOOTING_TOLERANCE = 0.005  # top-1 the class means may lose against the head (step 6)
-SCORINGS = ("auto", "same-footing", "budget")  # step 6 by the held-out check, always, never
-CALIBRATION_VERSION = 4  # bump when the saved calibration changes meaning (4: class means always)
+SCORINGS = ("auto", "same-footing", "budget")  # step 6 by the enrolment check, always, never
+RULES = ("same-footing", "budget")  # the scoring rules `auto` chooses between
+MAX_CHECK_PHOTOS = 2000  # held-out photos kept for the enrolment check (`enrolment_check`)
+# bump when the saved calibration changes meaning (4: class means always; 5: + held-out sample)
+CALIBRATION_VERSION = 5
+READABLE_VERSIONS = (4, 5)  # a version-4 file has no held-out sample: its check is partial
 CALIBRATION_FILE = "enrollment_calibration.npz"  # in a model's run folder
 HEADS = ("visual", "semantic", "fused")
 TEXT_INPUTS = ("listing", "listing_visual")  # s0, or R s0 (a learned projection)
@@ -169,12 +173,25 @@ def head_features(name, data):
 
 
 @dataclasses.dataclass(frozen=True)
+class HeldOutSample:
+    """At most MAX_CHECK_PHOTOS held-out photos of the trained classes, as the enrolment check
+    (`enrolment_check.trained_side`) scores them: what the trained head answered, and the
+    features to score enrolled classes and class means on."""
+
+    features: np.ndarray  # [M, D_in] unit features
+    labels: np.ndarray    # [M] their classes
+    head_top: np.ndarray  # [M] the trained head's answer
+    head_max: np.ndarray  # [M] its logit
+
+
+@dataclasses.dataclass(frozen=True)
 class HeadCalibration:
     scale: float                  # a
     validation: np.ndarray        # [M, D_in] unit features of sampled training photos
     trained_max: np.ndarray       # [M] their best trained logit
     class_means: np.ndarray       # [C, D_in] unit class means of the training photos
     held_out: dict | None = None  # held-out top-1 of the head and of the class means
+    held_out_sample: HeldOutSample | None = None  # for the enrolment check
 
     @property
     def same_footing(self) -> bool:
@@ -209,11 +226,30 @@ class Calibration:
                 "score_scale": {k: h.scale for k, h in self.heads.items()},
                 "validation_photos": {k: len(h.trained_max) for k, h in self.heads.items()},
                 "same_footing": {k: h.same_footing for k, h in self.heads.items()},
-                "held_out_top1": {k: h.held_out for k, h in self.heads.items() if h.held_out}}
+                "held_out_top1": {k: h.held_out for k, h in self.heads.items() if h.held_out},
+                "check_photos": {k: (0 if h.held_out_sample is None
+                                     else len(h.held_out_sample.labels))
+                                 for k, h in self.heads.items()}}
 
 
 def _top1(scores, labels) -> float:
     return float(np.mean(np.argmax(scores, axis=1) == labels)) if len(labels) else 0.0
+
+
+def held_out_sample(features, labels, logits, seed: int = 0,
+                    cap: int = MAX_CHECK_PHOTOS) -> HeldOutSample | None:
+    """A random sample of at most `cap` held-out photos (the split's own class mix: the check
+    reports top-1 as the Evaluator measures it), None when there are none."""
+    if len(labels) == 0:
+        return None
+    keep = np.arange(len(labels))
+    if len(keep) > cap:
+        keep = np.sort(np.random.default_rng(seed).choice(keep, cap, replace=False))
+    logits = np.asarray(logits, np.float64)[keep]
+    return HeldOutSample(unit(np.asarray(features)[keep]).astype(np.float32),
+                         np.asarray(labels)[keep].astype(np.int64),
+                         np.argmax(logits, axis=1).astype(np.int64),
+                         logits.max(axis=1).astype(np.float32))
 
 
 def fit_calibration(train, heads: dict, num_classes: int, seed: int = 0,
@@ -258,21 +294,23 @@ def fit_calibration(train, heads: dict, num_classes: int, seed: int = 0,
         own = head.logits(z)[np.arange(len(labels)), labels]  # [N] each photo's own logit
         cos_own = np.sum(unit(z) * unit(means[labels]), axis=1)
         slope = np.polyfit(cos_own, own, 1)[0] if np.ptp(cos_own) > 0 else 1.0
-        held_out_top1 = None
+        held_out_top1, sample = None, None
         if held_out is not None:
             h_labels = np.asarray(held_out["labels"]).reshape(-1)
             h_keep = (h_labels >= 0) & (h_labels < num_classes)
             h_z = head_features(name, {k: np.asarray(v)[h_keep] for k, v in held_out.items()
                                        if k != "labels"})
             h_labels = h_labels[h_keep]
+            h_logits = head.logits(h_z)
             held_out_top1 = {"photos": int(len(h_labels)),
-                             "head": _top1(head.logits(h_z), h_labels),
+                             "head": _top1(h_logits, h_labels),
                              "class_means": _top1(unit(h_z) @ unit(means).T, h_labels)}
+            sample = held_out_sample(h_z, h_labels, h_logits, seed + 2)
         head_calibrations[name] = HeadCalibration(
             float(max(slope, 1e-3)), unit(z[validation]).astype(np.float32),
             head.logits(z[validation]).max(axis=1).astype(np.float32),
             unit(means).astype(np.float32),
-            held_out_top1)
+            held_out_top1, sample)
     return Calibration(text_map, float(text_weight), photo_variance, float(text_variance),
                        head_calibrations, text_input)
 
@@ -389,13 +427,17 @@ def save_calibration(calibration: Calibration, path) -> None:
                        f"{name}.class_means": h.class_means})
         if h.held_out:
             arrays.update({f"{name}.held_out.{k}": v for k, v in h.held_out.items()})
+        if h.held_out_sample is not None:
+            arrays.update({f"{name}.check.{f.name}": getattr(h.held_out_sample, f.name)
+                           for f in dataclasses.fields(HeldOutSample)})
     np.savez(path, **arrays)
 
 
 def load_calibration(path) -> Calibration | None:
-    """The saved calibration, or None when it was saved by another CALIBRATION_VERSION."""
+    """The saved calibration, or None when it was saved by a version not in
+    READABLE_VERSIONS."""
     with np.load(path) as data:
-        if "version" not in data or int(data["version"]) != CALIBRATION_VERSION:
+        if "version" not in data or int(data["version"]) not in READABLE_VERSIONS:
             return None
         text_map = None
         if "text.coef" in data:
@@ -408,9 +450,12 @@ def load_calibration(path) -> Calibration | None:
             held_out = {k: data[f"{n}.held_out.{k}"].item()
                         for k in ("photos", "head", "class_means")
                         if f"{n}.held_out.{k}" in data} or None
+            fields = [f.name for f in dataclasses.fields(HeldOutSample)]
+            sample = (HeldOutSample(*(data[f"{n}.check.{f}"] for f in fields))
+                      if f"{n}.check.features" in data else None)
             heads[n] = HeadCalibration(
                 float(data[f"{n}.scale"]), data[f"{n}.validation"], data[f"{n}.trained_max"],
-                data[f"{n}.class_means"], held_out)
+                data[f"{n}.class_means"], held_out, sample)
         # files written before the learned projection: the map read s0
         text_input = str(data["text.input"]) if "text.input" in data else "listing"
         return Calibration(text_map, float(data["text_weight"]), float(data["photo_variance"]),

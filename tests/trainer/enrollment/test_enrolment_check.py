@@ -1,0 +1,164 @@
+"""The enrolment check (numpy) on worlds with known answers: what each scoring rule would cost
+the trained classes and give the enrolled SKUs, the rule `auto` picks on that trade-off, and
+the warning when enrolled SKUs would almost never be answered."""
+import numpy as np
+
+from sicot.trainer.enrollment import enrolment_check as C
+from sicot.trainer.enrollment import prototypes as E
+
+TRAINED, DIM = 50, 8
+
+
+def _world(seed=3, per_class=40):
+    """50 trained class directions on a sphere, a linear head with rows at them; a photo is its
+    class direction times a random length (0.5-2) plus noise (as a linear head's inputs)."""
+    rng = np.random.default_rng(seed)
+    mu = E.unit(rng.normal(size=(TRAINED + 10, DIM)))
+
+    def photos(labels):
+        length = rng.uniform(0.5, 2.0, size=(len(labels), 1))
+        return length * (mu[labels] + rng.normal(size=(len(labels), DIM)) * 0.15)
+
+    head = E.HeadRows("linear", 6.0 * mu[:TRAINED], np.zeros(TRAINED))
+    train_labels = np.repeat(np.arange(TRAINED), per_class)
+    held_labels = np.repeat(np.arange(TRAINED), 10)
+    train = {"labels": train_labels, "visual": photos(train_labels)}
+    calibration = E.fit_calibration(train, {"visual": head}, TRAINED,
+                                    held_out={"labels": held_labels,
+                                              "visual": photos(held_labels)})
+    return rng, mu, photos, head, train, calibration
+
+
+def _skus(photo_sets):
+    """EnrolledSku of photo-only SKUs (a visual-only model), slots in order."""
+    return [C.EnrolledSku(slot, np.asarray(v), np.zeros((0, DIM)), None, None, False)
+            for slot, v in enumerate(photo_sets)]
+
+
+def _check(calibration, head, skus, **settings):
+    rows = {"visual": np.stack([E.sku_prototypes(calibration, s.visual, s.semantic, None,
+                                                 use_text=False)["visual"] for s in skus])}
+    return C.check_enrolment(calibration, {"visual": head}, rows, skus, **settings)
+
+
+def test_new_skus_unlike_the_trained_classes_go_on_the_same_footing():
+    rng, mu, photos, head, _, calibration = _world()
+    skus = _skus([photos(np.full(4, c)) for c in range(TRAINED, TRAINED + 10)])
+    scores, check = _check(calibration, head, skus)
+    assert check["leave_one_out"] == {"photos": 40, "skus": 10, "capped": False,
+                                      "skus_with_2_photos": 10}
+    visual = check["heads"]["visual"]
+    same, budget = visual["rules"]["same-footing"], visual["rules"]["budget"]
+    assert same["trained"]["photos"] == 500 and same["enrolled"]["photos"] == 40
+    assert same["trained"]["top1_before"] == budget["trained"]["top1_before"]
+    assert same["trained"]["drop"] <= 0.01 and budget["trained"]["drop"] <= 0.01
+    assert same["enrolled"]["named"] > 0.8 > budget["enrolled"]["named"]
+    assert visual["chosen"] == "same-footing" and "named most often" in visual["reason"]
+    assert scores["visual"].trained_prototypes is not None
+    assert C.warnings(check, TRAINED + 10) == []
+
+
+def test_auto_weighs_the_trained_drop_not_the_tie_rule():
+    """New SKUs that look like trained classes (photos of classes 0-9): on the same footing
+    they would take many of those classes' photos, so `auto` keeps the budget, although the
+    class means pass the held-out tie check; allowing a larger drop picks the other rule."""
+    rng, mu, photos, head, _, calibration = _world()
+    assert calibration.heads["visual"].same_footing  # the old rule would go on the same footing
+    skus = _skus([photos(np.full(4, c)) for c in range(10)])
+    scores, check = _check(calibration, head, skus)
+    visual = check["heads"]["visual"]
+    same, budget = visual["rules"]["same-footing"], visual["rules"]["budget"]
+    assert same["trained"]["drop"] > 0.05 and same["trained"]["answered_enrolled"] > 0.05
+    assert budget["trained"]["drop"] <= 0.01
+    assert visual["chosen"] == "budget" and scores["visual"].trained_prototypes is None
+    assert "drops trained top-1" in visual["reason"]
+    _, lenient = _check(calibration, head, skus, max_trained_drop=1.0)
+    assert lenient["heads"]["visual"]["chosen"] == "same-footing"
+    assert same["enrolled"]["named"] > budget["enrolled"]["named"]
+    # an explicit rule is used, and both are still measured
+    _, forced = _check(calibration, head, skus, scoring="same-footing")
+    assert forced["heads"]["visual"]["chosen"] == "same-footing"
+    assert forced["heads"]["visual"]["reason"] == "--scoring same-footing"
+    assert forced["heads"]["visual"]["rules"]["budget"]["enrolled"] == budget["enrolled"]
+
+
+def test_a_warning_when_the_trained_classes_take_every_enrolled_photo():
+    """With no budget for the enrolled classes, new SKUs re-listing trained products (their
+    photos are training photos of classes 0-9 that set the offset) can never beat the trained
+    classes: each held-out photo scores below the very photo that set b with its SKU's full
+    prototype."""
+    rng, mu, photos, head, train, calibration = _world()
+    validation = E.balanced_subset(train["labels"], E.VALIDATION_PER_CLASS, seed=1,
+                                   cap=E.MAX_VALIDATION)
+    skus = _skus([train["visual"][validation[train["labels"][validation] == c][:4]]
+                  for c in range(10)])
+    _, check = _check(calibration, head, skus, trained_budget=0.0, scoring="budget")
+    budget = check["heads"]["visual"]["rules"]["budget"]
+    assert budget["enrolled"]["named"] == 0.0 and budget["enrolled"]["answered_trained"] == 1.0
+    warnings = C.warnings(check, TRAINED + 10)
+    assert len(warnings) == 1
+    assert warnings[0].startswith("enrolled SKUs would almost never be answered: image-only "
+                                  "queries (visual head, budget scoring) name them for 0.0% "
+                                  "of their held-out catalogue photos (leave-one-out) (40 "
+                                  "photos of 10 SKUs")
+    assert "100.0% go to a trained class" in warnings[0]
+    text = "\n".join(C.describe(check))
+    assert "*budget" in text and "enrolled named 0.0% of 40 photos of 10 SKUs" in text
+
+
+def test_one_photo_per_sku_is_not_measurable_and_auto_falls_back_to_the_held_out_check():
+    rng, mu, photos, head, _, calibration = _world()
+    skus = _skus([photos(np.full(1, c)) for c in range(TRAINED, TRAINED + 10)])
+    _, check = _check(calibration, head, skus)
+    assert check["leave_one_out"]["photos"] == 0 and check["leave_one_out"]["skus"] == 0
+    visual = check["heads"]["visual"]
+    for figures in visual["rules"].values():
+        assert figures["enrolled"] is None and figures["trained"] is not None
+        assert figures["own_photos"]["photos"] == 10  # the upper bound, reported as such
+    assert visual["chosen"] == "same-footing"  # the class means pass the tie check here
+    assert visual["reason"].startswith("no enrolled SKU has 2+ photos (leave-one-out not "
+                                       "measurable)")
+    assert "not measurable (no SKU with 2+ photos)" in "\n".join(C.describe(check))
+    # even the photos the prototypes were built from lose to the trained classes (each is a
+    # training photo that set the offset, with no budget): warned on that upper bound
+    rng, mu, photos, head, train, calibration = _world()
+    validation = E.balanced_subset(train["labels"], E.VALIDATION_PER_CLASS, seed=1,
+                                   cap=E.MAX_VALIDATION)
+    twins = _skus([train["visual"][validation[train["labels"][validation] == c][:1]]
+                   for c in range(10)])
+    _, lost = _check(calibration, head, twins, trained_budget=0.0, scoring="budget")
+    assert lost["heads"]["visual"]["rules"]["budget"]["own_photos"]["named"] == 0.0
+    (warning,) = C.warnings(lost, TRAINED + 10)
+    assert "name them for 0.0% of their own catalogue photos they were enrolled from" in warning
+    assert "--scoring same-footing would name them more often" in warning
+
+
+def test_the_queries_are_capped():
+    rng, mu, photos, head, _, calibration = _world()
+    many = _skus([photos(np.full(C.MAX_QUERY_PHOTOS_PER_SKU + 3, c))
+                  for c in range(TRAINED, TRAINED + 2)])
+    queries = C.catalogue_queries(calibration, many, ["visual"], leave_one_out=True)
+    assert len(queries) == 2 * C.MAX_QUERY_PHOTOS_PER_SKU and queries.capped
+    assert queries.skus == 2 and queries.slots.tolist() == [0] * 5 + [1] * 5
+
+
+def test_the_held_out_sample_round_trips_and_old_files_still_load(tmp_path):
+    rng, mu, photos, head, _, calibration = _world()
+    sample = calibration.heads["visual"].held_out_sample
+    assert len(sample.labels) == 500 and sample.features.shape == (500, DIM)
+    E.save_calibration(calibration, tmp_path / "c.npz")
+    loaded = E.load_calibration(tmp_path / "c.npz").heads["visual"].held_out_sample
+    for field in ("features", "labels", "head_top", "head_max"):
+        np.testing.assert_array_equal(getattr(loaded, field), getattr(sample, field))
+    # a version-4 file (no sample): loaded; its check has no trained side
+    with np.load(tmp_path / "c.npz") as data:
+        old = {k: data[k] for k in data if ".check." not in k}
+    old["version"] = 4
+    np.savez(tmp_path / "v4.npz", **old)
+    v4 = E.load_calibration(tmp_path / "v4.npz")
+    assert v4.heads["visual"].held_out_sample is None
+    skus = _skus([photos(np.full(3, c)) for c in range(TRAINED, TRAINED + 3)])
+    _, check = _check(v4, head, skus)
+    visual = check["heads"]["visual"]
+    assert visual["rules"]["budget"]["trained"] is None
+    assert visual["reason"].startswith("no held-out photos of the trained classes")
