@@ -99,7 +99,8 @@ def test_compiled_for_vertex_the_enroller_feeds_evaluator_and_pusher(tmp_path, c
     assert (params["catalog"].runtime_value.constant_value.string_value
             == "gs://BUCKET/catalogue/catalogue.jsonl")
     assert json.loads(params["settings"].runtime_value.constant_value.string_value) == {
-        "max_images_per_sku": 3, "use_text": True, "trained_budget": 0.01, "scoring": "auto"}
+        "max_images_per_sku": 3, "use_text": True, "trained_budget": 0.01, "scoring": "auto",
+        "max_trained_drop": 0.01}
     # a file of this machine would not exist on Vertex's: refused with the reason
     assert cli.main(args[:-4] + ["--catalog", str(tmp_path / "c.jsonl")]) == 2
     assert "cannot read a file of this one" in capsys.readouterr().err

@@ -1,7 +1,8 @@
 """`sicot enroll`: add catalogue SKUs to a trained model, no gradient step.
 
     sicot enroll --model runs/sicot --catalog new/catalogue.jsonl --out runs/sicot-enrolled \\
-        [--max-images-per-sku K] [--no-text]
+        [--max-images-per-sku K] [--no-text] [--scoring auto|same-footing|budget]
+        [--trained-budget SHARE] [--max-trained-drop SHARE]
 
 MODEL is a `sicot train --out` folder or an earlier `sicot enroll --out` folder. OUT is laid
 out like a `sicot train --out` folder, so `sicot evaluate --model OUT` and `sicot serve
@@ -12,10 +13,14 @@ out like a `sicot train --out` folder, so `sicot evaluate --model OUT` and `sico
     OUT/run/class_names.json            class names in class-id order (trained, then enrolled)
     OUT/run/search_items.npz            the search items (`sicot.data.search_index`)
     OUT/run/enrollment_calibration.npz  what enrolment fitted on the trained classes
-    OUT/run/enrolment.json              every enrolled SKU: label, source line, photos, words
+    OUT/run/enrolment.json              every enrolled SKU: label, source line, photos, words;
+                                        the enrolment check ("check") and its "warnings"
     OUT/train_report.json               the base model's report + what was enrolled
     OUT/catalogue_quarantine.jsonl      catalogue lines or photos that could not be used
 How a class is built from photos and listing text: `sicot.trainer.enrollment.prototypes`.
+Every enrolment measures how often the enrolled SKUs would be named and what the trained classes
+would lose (`enrolment_check`), prints it, chooses `--scoring auto`'s rule on it, and warns when
+enrolled SKUs would almost never be answered.
 The pipeline's Enroller (`sicot run --catalog`, `sicot.pipeline.enroller`) runs the same
 `enroll_model` on the Trainer's artifacts (`enroll_for_pipeline`).
 """
@@ -32,7 +37,7 @@ import numpy as np
 
 from sicot import contract
 from sicot.errors import UserError
-from sicot.trainer.enrollment import prototypes
+from sicot.trainer.enrollment import enrolment_check, prototypes
 from sicot.trainer.export.folders import new_version_dir
 
 CLASS_NAMES_FILE = "class_names.json"
@@ -72,14 +77,21 @@ def add_enroll_options(parser) -> None:
                         help="how enrolled classes meet the trained ones: same-footing = every "
                              "class by cosine to its class mean or prototype; budget = the "
                              "trained head's logits, enrolled classes offset by "
-                             "--trained-budget; auto (default) = same-footing for each head "
-                             "whose class means held up against it on held-out photos when "
-                             "the model was trained")
+                             "--trained-budget; auto (default) = per head, the rule whose "
+                             "enrolled SKUs are named most often (leave-one-out over SKUs with "
+                             "2+ photos) among those that cost the trained classes at most "
+                             "--max-trained-drop of held-out top-1")
+    parser.add_argument("--max-trained-drop", type=float,
+                        default=enrolment_check.DEFAULT_MAX_TRAINED_DROP, metavar="SHARE",
+                        help="--scoring auto: the trained classes' held-out top-1 may drop at "
+                             "most this much (absolute, default "
+                             f"{enrolment_check.DEFAULT_MAX_TRAINED_DROP} = 1 point)")
 
 
 def enroll_settings(max_images_per_sku: int | None = None, use_text: bool = True,
                     trained_budget: float = prototypes.DEFAULT_TRAINED_BUDGET,
-                    scoring: str = "auto") -> dict:
+                    scoring: str = "auto",
+                    max_trained_drop: float = enrolment_check.DEFAULT_MAX_TRAINED_DROP) -> dict:
     """The enrolment settings checked (keyword arguments of `enroll_model` by these names,
     as the pipeline's Enroller gets them); UserError names a bad one."""
     if max_images_per_sku is not None and (isinstance(max_images_per_sku, bool)
@@ -90,13 +102,16 @@ def enroll_settings(max_images_per_sku: int | None = None, use_text: bool = True
         raise UserError(f"--trained-budget {trained_budget}: must be in [0, 1)")
     if scoring not in prototypes.SCORINGS:
         raise UserError(f"--scoring {scoring}: must be one of {', '.join(prototypes.SCORINGS)}")
+    if not 0.0 <= max_trained_drop <= 1.0:
+        raise UserError(f"--max-trained-drop {max_trained_drop}: must be in [0, 1]")
     return {"max_images_per_sku": max_images_per_sku, "use_text": bool(use_text),
-            "trained_budget": float(trained_budget), "scoring": scoring}
+            "trained_budget": float(trained_budget), "scoring": scoring,
+            "max_trained_drop": float(max_trained_drop)}
 
 
 def enroll_settings_from_args(args) -> dict:
     return enroll_settings(args.max_images_per_sku, not args.no_text, args.trained_budget,
-                           args.scoring)
+                           args.scoring, args.max_trained_drop)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,7 +298,9 @@ def sku_items(sku, emb: SkuEmbedding, prototype_visual=None):
 def enroll_skus(model, calibration, tf_transform_output, class_names, skus, *,
                 use_text: bool = True, items=None,
                 trained_budget: float = prototypes.DEFAULT_TRAINED_BUDGET,
-                scoring: str = "auto") -> EnrolResult:
+                scoring: str = "auto",
+                max_trained_drop: float = enrolment_check.DEFAULT_MAX_TRAINED_DROP
+                ) -> EnrolResult:
     """The enrolled model for catalogue SKUs (`sicot.data.catalogue.CatalogueSku`).
 
     `model` is a trained SICoTModel or an earlier EnrolledSICoTModel, `class_names` its class
@@ -293,6 +310,8 @@ def enroll_skus(model, calibration, tf_transform_output, class_names, skus, *,
     Raises UserError when a SKU has no photos and the model (or `use_text=False`) cannot read
     text. A SKU with no photos whose listing has no word of the model's vocabulary cannot be
     placed anywhere: it goes to the returned quarantine with reason `no_evidence`.
+    The report's "check" holds the enrolment check (`enrolment_check`) that chose each head's
+    scoring rule, and "warnings" what it found wrong.
     """
     from sicot.data.search_index import SearchItems
     from sicot.trainer.enrollment import enrolled_model
@@ -318,7 +337,7 @@ def enroll_skus(model, calibration, tf_transform_output, class_names, skus, *,
     enrolled_names = list(class_names[base.num_classes:])
     rows = {h: list(p) for h, p in _enrolled_prototypes(model).items()} or {
         h: [] for h in heads}
-    quarantine, entries = [], []
+    quarantine, entries, checked = [], [], []
     new_items = SearchItems.empty(dim, text_model)
     for sku, emb in zip(skus, embedded):
         visual, semantic, listing, known_words = (emb.visual, emb.semantic, emb.listing,
@@ -334,6 +353,7 @@ def enroll_skus(model, calibration, tf_transform_output, class_names, skus, *,
                                           listing_visual=emb.listing_visual)
         entry = {"label": sku.label, "source": sku.source, "photos": len(sku.images),
                  "listing_words_known": known_words, "text_used": text_used}
+        slot = None
         if sku.label in trained:
             entry["class"] = "trained: search items only"
         elif sku.label in enrolled_names:
@@ -342,17 +362,23 @@ def enroll_skus(model, calibration, tf_transform_output, class_names, skus, *,
                 rows[h][slot] = proto[h]
             entry["class"] = "enrolled: prototype replaced"
         else:
+            slot = len(enrolled_names)
             enrolled_names.append(sku.label)
             for h in heads:
                 rows[h].append(proto[h])
             entry["class"] = "new"
+        if slot is not None:
+            checked.append(enrolment_check.EnrolledSku(slot, visual, semantic, listing,
+                                                       emb.listing_visual, text_used))
         entries.append(entry)
         new_items = new_items.concat(sku_items(sku, emb, proto["visual"]))
 
     width = {"visual": dim, "semantic": dim, "fused": 2 * dim}
-    scores = {h: prototypes.enrolled_scores(
-        calibration, h, np.asarray(rows[h], np.float64).reshape(-1, width[h]),
-        trained_budget, scoring) for h in heads}
+    rows = {h: np.asarray(rows[h], np.float64).reshape(-1, width[h]) for h in heads}
+    scores, check = enrolment_check.check_enrolment(
+        calibration, enrolled_model.head_rows(base), rows, checked, trained_budget, scoring,
+        max_trained_drop)
+    warnings = enrolment_check.warnings(check, base.num_classes + len(enrolled_names))
     from sicot.trainer.transform.output import model_shapes
 
     new_model = enrolled_model.build_enrolled(base, scores,
@@ -368,22 +394,32 @@ def enroll_skus(model, calibration, tf_transform_output, class_names, skus, *,
               "use_text": use_text, "trained_budget": trained_budget, "scoring": scoring,
               "same_footing": {h: s.trained_prototypes is not None for h, s in scores.items()},
               "offsets": {h: s.offset for h, s in scores.items()},
+              "max_trained_drop": max_trained_drop, "check": check, "warnings": warnings,
               "calibration": calibration.summary(), "entries": entries,
               "enrolled_labels": enrolled_names}
     return EnrolResult(new_model, list(class_names[:base.num_classes]) + enrolled_names,
                        all_items, report, quarantine)
 
 
+def _warn(message: str) -> None:
+    from sicot import console
+
+    print(f"WARNING: {message}", file=console.stream())
+
+
 def enroll_model(folder: ModelFolder, catalogue_path: str, *, serving_dir: str, run_dir: str,
                  quarantine_path: str, max_images: int | None = None, use_text: bool = True,
                  trained_budget: float = prototypes.DEFAULT_TRAINED_BUDGET,
-                 scoring: str = "auto", log=print, log_name: str = "sicot enroll") -> dict:
+                 scoring: str = "auto",
+                 max_trained_drop: float = enrolment_check.DEFAULT_MAX_TRAINED_DROP,
+                 log=print, warn=_warn, log_name: str = "sicot enroll") -> dict:
     """Enrols a catalogue into the model of `folder` and writes the result: the SavedModel
     (trained + enrolled classes, search signatures) to `serving_dir`, the run files
     (model.keras, class names, search items, calibration, enrolment.json) to `run_dir`, the
     quarantined catalogue lines to `quarantine_path`. Local paths. Returns the enrolment
     report. Shared by `sicot enroll` (`enroll_folder`) and the pipeline's Enroller
-    (`enroll_for_pipeline`)."""
+    (`enroll_for_pipeline`). The enrolment check goes to `log`, each of its warnings to `warn`
+    (default: "WARNING: ..." on the terminal)."""
     import keras
     import tensorflow_transform as tft
 
@@ -405,7 +441,7 @@ def enroll_model(folder: ModelFolder, catalogue_path: str, *, serving_dir: str, 
     start = time.perf_counter()
     result = enroll_skus(model, calibration, tf_transform_output, class_names, catalogue.skus,
                          use_text=use_text, items=items, trained_budget=trained_budget,
-                         scoring=scoring)
+                         scoring=scoring, max_trained_drop=max_trained_drop)
     enrol_seconds = time.perf_counter() - start
     os.makedirs(run_dir, exist_ok=True)
     catalogue.quarantine.extend(result.quarantine)
@@ -437,13 +473,20 @@ def enroll_model(folder: ModelFolder, catalogue_path: str, *, serving_dir: str, 
         + (f" (see {quarantine_path})" if catalogue.quarantine else "")
         + f"; enrolment {enrol_seconds:.1f}s, export {export_seconds:.1f}s; "
           f"SavedModel {serving_dir}")
+    if report["check"]["heads"]:
+        log("\n".join(f"{log_name}: {line}" if i == 0 else line for i, line in
+                      enumerate(enrolment_check.describe(report["check"]))))
+    for message in report["warnings"]:
+        warn(f"{log_name}: {message}")
     return report
 
 
 def enroll_folder(model_dir: str, catalogue_path: str, out_dir: str,
                   max_images: int | None = None, use_text: bool = True,
                   trained_budget: float = prototypes.DEFAULT_TRAINED_BUDGET,
-                  scoring: str = "auto", log=print) -> dict:
+                  scoring: str = "auto",
+                  max_trained_drop: float = enrolment_check.DEFAULT_MAX_TRAINED_DROP,
+                  log=print, warn=_warn) -> dict:
     """`sicot enroll` without the argument parsing; returns the enrolment report."""
     from sicot.data.catalogue import QUARANTINE_FILE
 
@@ -457,7 +500,8 @@ def enroll_folder(model_dir: str, catalogue_path: str, out_dir: str,
                           run_dir=os.path.join(out_dir, "run"),
                           quarantine_path=os.path.join(out_dir, QUARANTINE_FILE),
                           max_images=max_images, use_text=use_text,
-                          trained_budget=trained_budget, scoring=scoring, log=log)
+                          trained_budget=trained_budget, scoring=scoring,
+                          max_trained_drop=max_trained_drop, log=log, warn=warn)
     train_report = dict(folder.report, transform_output=folder.transform_output,
                         transformed_files={"train": folder.train_files,
                                            "eval": folder.eval_files},
@@ -465,7 +509,7 @@ def enroll_folder(model_dir: str, catalogue_path: str, out_dir: str,
                         enrolled_from=folder.path,
                         enrolment={k: report[k] for k in ("skus", "new_classes",
                                                           "updated_classes", "enrolled_classes",
-                                                          "items")})
+                                                          "items", "warnings")})
     with open(os.path.join(out_dir, TRAIN_REPORT), "w", encoding="utf-8") as f:
         json.dump(train_report, f, indent=2, ensure_ascii=False)
     return report
@@ -487,7 +531,7 @@ def _copy_tree(source: str, destination: str) -> None:
 def enroll_for_pipeline(trained_model: str, trained_model_run: str, transform_graph: str,
                         transformed_examples: str, catalogue_path: str, model: str,
                         model_run: str, quarantine: str, settings: dict | None = None,
-                        log=print) -> dict:
+                        log=print, warn=_warn) -> dict:
     """The pipeline's Enroller (`sicot.pipeline.enroller`, which calls this by dotted name):
     `enroll_model` from the Trainer's artifacts (URIs) into artifacts laid out like the
     Trainer's, so that the Evaluator, the Canary and the Pusher take the enrolled model as
@@ -538,7 +582,8 @@ def enroll_for_pipeline(trained_model: str, trained_model_run: str, transform_gr
             run_dir=outputs[model_run],
             quarantine_path=os.path.join(outputs[quarantine], QUARANTINE_FILE),
             max_images=settings["max_images_per_sku"], use_text=settings["use_text"],
-            trained_budget=settings["trained_budget"], scoring=settings["scoring"], log=log,
+            trained_budget=settings["trained_budget"], scoring=settings["scoring"],
+            max_trained_drop=settings["max_trained_drop"], log=log, warn=warn,
             log_name="Enroller")
         warm_start = os.path.join(trained_model, contract.WARM_START_DIR)
         if tf.io.gfile.isdir(warm_start):
@@ -555,5 +600,5 @@ def _enroll_command(args) -> int:
     settings = enroll_settings_from_args(args)
     enroll_folder(args.model, args.catalog, args.out, max_images=settings["max_images_per_sku"],
                   use_text=settings["use_text"], trained_budget=settings["trained_budget"],
-                  scoring=settings["scoring"])
+                  scoring=settings["scoring"], max_trained_drop=settings["max_trained_drop"])
     return 0

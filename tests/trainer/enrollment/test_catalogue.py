@@ -67,7 +67,8 @@ def test_trained_logits_are_kept_or_put_on_the_same_footing_and_enrolled_appende
     features = {"visual": np.asarray(a["embedding"]), "semantic": np.asarray(a["semantic"])}
     features["fused"] = np.concatenate([features["visual"], features["semantic"]], axis=1)
     same_footing = enrolled["report"]["same_footing"]  # what this enrolment used (auto)
-    assert same_footing == enrolled["report"]["calibration"]["same_footing"]
+    check = enrolled["report"]["check"]["heads"]
+    assert same_footing == {h: check[h]["chosen"] == "same-footing" for h in check}
     assert list(new.same_footing) == [h for h in ("visual", "semantic", "fused")
                                       if same_footing[h]]
     for head in ("visual", "semantic", "fused"):
@@ -79,7 +80,6 @@ def test_trained_logits_are_kept_or_put_on_the_same_footing_and_enrolled_appende
             np.testing.assert_allclose(b[key][:, :base.num_classes], expected, rtol=1e-4,
                                        atol=1e-4)
         else:
-            assert not h.same_footing
             np.testing.assert_array_equal(b[key][:, :base.num_classes], a[key])
     for a_weight, b_weight in zip(base.get_weights(), new.base.get_weights()):
         np.testing.assert_array_equal(a_weight, b_weight)
@@ -99,6 +99,20 @@ def test_report_and_quarantine(enrolled):
     assert sorted(q["reason"].split(":")[0] for q in quarantine) == [
         "bad_json", "missing_image", "no_evidence"]
     assert report["items"] == 2 + 1 + 1  # teal photos, the listing item, the class2 photo
+    # the enrolment check: leave-one-out over teal_new's 2 photos (the one SKU with 2+)
+    check = report["check"]
+    assert check["leave_one_out"] == {"photos": 2, "skus": 1, "capped": False,
+                                      "skus_with_2_photos": 1}
+    assert set(check["heads"]) == {"visual", "semantic", "fused"}
+    for head in check["heads"].values():
+        assert head["chosen"] in prototypes.RULES and head["reason"]
+        for figures in head["rules"].values():
+            assert figures["enrolled"]["photos"] == 2 and figures["own_photos"] is None
+            assert figures["trained"]["photos"] > 0
+            assert 0.0 <= figures["enrolled"]["named"] <= 1.0
+    saved = json.load(open(os.path.join(enrolled["out"], "run", "enrolment.json")))
+    assert saved["check"] == json.loads(json.dumps(check))
+    assert saved["warnings"] == report["warnings"]
 
 
 def test_enrolled_signatures_agree_with_the_eager_model(enrolled, enroll_queries):
@@ -212,6 +226,40 @@ def test_enrolling_onto_an_enrolled_model_updates_enrolled_classes(enrolled, cat
     assert "teal_new" in items["enrolled_labels"] and "grey_listing" in items["enrolled_labels"]
 
 
+def test_enrolled_skus_that_would_never_be_named_are_warned_about(trained, catalogue, tmp_path,
+                                                                 capsys):
+    """Two SKUs listing the same two photos: whichever is held out, the other SKU's prototype
+    (built from both photos) is nearer than its own (built from the other photo alone), so
+    neither is ever named, under either rule: `sicot enroll` says so and records it."""
+    folder = os.path.dirname(catalogue)
+    photos = [os.path.join("photos", f"teal_new{i}.png") for i in range(2)]
+    twins = os.path.join(folder, "twins.jsonl")
+    with open(twins, "w") as f:
+        for label in ("teal_a", "teal_b"):
+            f.write(json.dumps({"label": label, "images": photos}) + "\n")
+    out = str(tmp_path / "twins")
+    logged = []
+    report = enroll.enroll_folder(trained["cosine"], twins, out, log=logged.append)
+    check = report["check"]
+    assert check["leave_one_out"]["photos"] == 4 and check["leave_one_out"]["skus"] == 2
+    visual = check["heads"]["visual"]
+    assert all(f["enrolled"]["named"] == 0.0 for f in visual["rules"].values())
+    err = capsys.readouterr().err
+    assert err.count("WARNING: sicot enroll: enrolled SKUs would almost never be answered: "
+                     "image-only queries (visual head") == 1
+    assert ("name them for 0.0% of their held-out catalogue photos (leave-one-out) (4 photos "
+            "of 2 SKUs") in err
+    saved = json.load(open(os.path.join(out, "run", "enrolment.json")))
+    assert saved["warnings"] == report["warnings"] and len(saved["warnings"]) == 1
+    assert saved["warnings"][0] in err
+    assert saved["check"]["heads"]["visual"]["chosen"] == visual["chosen"]
+    train_report = json.load(open(os.path.join(out, "train_report.json")))
+    assert train_report["enrolment"]["warnings"] == saved["warnings"]
+    printed = "\n".join(logged)
+    assert "enrolment check (allowed trained top-1 drop 1.0 points)" in printed
+    assert "enrolled named 0.0% of 4 photos of 2 SKUs (leave-one-out)" in printed
+
+
 def test_enroll_command_line_errors(capsys, tmp_path):
     code = main(["enroll", "--model", str(tmp_path), "--catalog", str(tmp_path / "c.jsonl"),
                  "--out", str(tmp_path / "o")])
@@ -261,7 +309,10 @@ def test_pipeline_enrolment_is_sicot_enroll_on_trainer_artifacts(trained, catalo
 
 def test_enroll_settings_name_the_bad_value():
     assert enroll.enroll_settings() == {"max_images_per_sku": None, "use_text": True,
-                                        "trained_budget": 0.01, "scoring": "auto"}
+                                        "trained_budget": 0.01, "scoring": "auto",
+                                        "max_trained_drop": 0.01}
+    with pytest.raises(UserError, match="--max-trained-drop 1.5"):
+        enroll.enroll_settings(max_trained_drop=1.5)
     with pytest.raises(UserError, match="--scoring sometimes"):
         enroll.enroll_settings(scoring="sometimes")
     with pytest.raises(UserError, match="--trained-budget 1.0"):
