@@ -11,8 +11,11 @@ latency checked against `CanaryLimits` (fields given as the JSON `limits`).
 Output: an `InfraBlessing` artifact (the type InfraValidator writes) with custom properties
 `blessed` (1/0, what the Pusher reads: `infra_blessing` input), `reason` (the failures, or the
 Evaluator's refusal) and `max_p99_ms`, plus `canary_report.json` in its folder. A model the
-Evaluator did not bless is not served at all (blessed = 0, reason says so). The Pusher pushes
-only when both the Evaluator's and the Canary's blessings say 1, so a failed canary leaves the
+Evaluator did not bless is not served at all (blessed = 0, reason says so), nor is a catalogue's
+enrolled model whose enrolment check warned (the Enroller's `enrolment_warnings` on the model:
+enrolled SKUs that queries would almost never name) unless `refuse_enrolment_warnings` is 0
+(`BlessingThresholds.allow_enrolment_warnings`, `sicot run --allow-enrolment-warnings`). The
+Pusher pushes only when both the Evaluator's and the Canary's blessings say 1, so a failed canary leaves the
 serving directory, and the version it serves, untouched.
 """
 
@@ -67,6 +70,7 @@ def Canary(  # noqa: N802 - TFX component names are classes
     limits: tfx.dsl.components.Parameter[str] = "{}",
     canary_fn: tfx.dsl.components.Parameter[str] = "sicot.serving.canary.run_canary_for_pipeline",
     num_records: tfx.dsl.components.Parameter[int] = 16,
+    refuse_enrolment_warnings: tfx.dsl.components.Parameter[int] = 1,
 ) -> None:
     """Blesses (blessed=1) a candidate that loads and answers every signature within limits.
 
@@ -80,6 +84,11 @@ def Canary(  # noqa: N802 - TFX component names are classes
     if model_blessing.get_int_custom_property("blessed") != 1:
         report = {"passed": False, "max_p99_ms": None,
                   "failures": ["not served: the Evaluator did not bless the model"]}
+    elif refuse_enrolment_warnings and model.get_int_custom_property("enrolment_warnings") > 0:
+        report = {"passed": False, "max_p99_ms": None, "failures": [
+            "not served: the enrolment check warned: "
+            + model.get_string_custom_property("enrolment_warning")
+            + " (push it anyway: --allow-enrolment-warnings)"]}
     else:
         records = read_records(examples, RECORD_SPLITS.split(","),
                                int(settings.get("num_records", num_records)))

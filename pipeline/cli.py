@@ -111,6 +111,10 @@ def _add_model_args(parser: argparse.ArgumentParser, schema_default="curated") -
     gates.add_argument("--max-few-drop", type=float, default=None, metavar="F",
                        help="largest drop of few-shot band top-1 and top-5 against the latest "
                             "blessed model (default 0.01 = 1 point)")
+    gates.add_argument("--allow-enrolment-warnings", action="store_true",
+                       help="with --catalog: push the enrolled model even when the enrolment "
+                            "check warned that enrolled SKUs would almost never be named "
+                            "(default: the canary refuses it, with the warning as reason)")
     canary = parser.add_argument_group(
         "canary (between Evaluator and Pusher; docs/reliability.md)",
         "The blessed candidate is served on 127.0.0.1 by the server `sicot serve` runs and every "
@@ -150,6 +154,8 @@ def _settings(args) -> dict:
         ("overall_min_top1", "min_top1"), ("few_min_top1", "min_few_top1"),
         ("max_overall_drop", "max_overall_drop"), ("max_few_drop", "max_few_drop"))
         if getattr(args, flag) is not None}
+    if args.allow_enrolment_warnings:
+        chosen["allow_enrolment_warnings"] = True
     try:
         thresholds = configs.BlessingThresholds(**chosen)
     except ValueError as e:
@@ -195,8 +201,9 @@ def _settings(args) -> dict:
                         "'day-{SPAN}'")
     enroll_config = enroll.enroll_settings_from_args(args)
     if not args.catalog and enroll_config != enroll.enroll_settings():
-        raise UserError("--max-images-per-sku, --no-text and --trained-budget set the "
-                        "enrolment of --catalog: pass --catalog FILE.jsonl too")
+        raise UserError("--max-images-per-sku, --no-text, --trained-budget, --scoring and "
+                        "--max-trained-drop set the enrolment of --catalog: pass --catalog "
+                        "FILE.jsonl too")
     return dict(
         catalog=args.catalog or None,
         enroll_config=enroll_config if args.catalog else None,

@@ -59,12 +59,17 @@ class BlessingThresholds:
         design: the long tail must be measured).
       max_overall_drop: largest allowed drop of overall top-1 (absolute, 0.005 = 0.5 points).
       max_few_drop: largest allowed drop of few-band top-1 and top-5 (0.01 = 1 point).
+      allow_enrolment_warnings: push a catalogue's enrolled model even when the enrolment check
+        warned (enrolled SKUs that queries would almost never name; the Enroller's
+        `enrolment_warnings`). False: the Canary refuses it with the warning as its reason, so
+        the Pusher does not push it (the Evaluator itself is TFMA's and gates on its metrics).
     """
 
     overall_min_top1: float = 0.0
     few_min_top1: float = 0.0
     max_overall_drop: float = 0.005
     max_few_drop: float = 0.01
+    allow_enrolment_warnings: bool = False
 
     def __post_init__(self):
         for name in ("overall_min_top1", "few_min_top1", "max_overall_drop", "max_few_drop"):

@@ -15,8 +15,13 @@ Trainer's `model` and `model_run` artifacts with the Transform graph, and output
   quarantine  `catalogue_quarantine.jsonl`: every catalogue line or photo that could not be
               used, with its source (`<file>:<line>`) and reason.
 
-Custom properties: on `model`, `num_classes` and `enrolled_classes`; on `quarantine`,
-`quarantined` (lines and photos) and `catalogue`.
+Custom properties: on `model`, `num_classes`, `enrolled_classes`, and the enrolment check
+(`sicot.trainer.enrollment.enrolment_check`, as in `enrolment.json`): `enrolment_warnings` (the
+number of warnings, e.g. enrolled SKUs that image-only queries would almost never name),
+`enrolment_warning` (their text, "" when none), `enrolment_check` (JSON: per head the rule
+chosen, why, and each rule's figures); on `quarantine`, `quarantined` (lines and photos) and
+`catalogue`. The Canary refuses a model whose enrolment check warned unless
+`BlessingThresholds.allow_enrolment_warnings` (`sicot run --allow-enrolment-warnings`).
 
 Caching: `catalog_fingerprint` (the SHA-256 of the catalogue file, computed when the pipeline
 is built, see `catalogue_fingerprint`) makes a changed catalogue re-run the Enroller; the
@@ -80,10 +85,11 @@ def Enroller(  # noqa: N802 - TFX component names are classes
     """Enrols `catalog` into the trained model (see the module doc).
 
     `transformed_examples` (train split, and eval when there is one) are read only when the
-    trained model has no saved enrolment calibration (a sampled-head model), to fit one. `settings`: JSON of
-    `sicot.trainer.enrollment.catalogue.enroll_settings` fields (max_images_per_sku, use_text,
-    trained_budget, scoring). A catalogue that cannot be read stops the run with an error naming it;
-    bad lines are quarantined, not fatal."""
+    trained model has no saved enrolment calibration (a sampled-head model), to fit one.
+    `settings`: JSON of `sicot.trainer.enrollment.catalogue.enroll_settings` fields
+    (max_images_per_sku, use_text, trained_budget, scoring, max_trained_drop). A catalogue that
+    cannot be read stops the run with an error naming it; bad lines are quarantined, not
+    fatal; the enrolment check's warnings are logged as warnings and recorded on `model`."""
     from absl import logging
 
     from tfx.types import artifact_utils
@@ -96,9 +102,14 @@ def Enroller(  # noqa: N802 - TFX component names are classes
         transformed_examples=artifact_utils.get_single_uri([transformed_examples]),
         catalogue_path=catalog, model=model.uri, model_run=model_run.uri,
         quarantine=quarantine.uri, settings=json.loads(settings or "{}"),
-        log=logging.info)
+        log=logging.info, warn=logging.warning)
     model.set_int_custom_property("num_classes", int(report["num_classes"]))
     model.set_int_custom_property("enrolled_classes", int(report["enrolled_classes"]))
+    warnings = list(report.get("warnings", []))
+    model.set_int_custom_property("enrolment_warnings", len(warnings))
+    model.set_string_custom_property("enrolment_warning", "; ".join(warnings)[:2000])
+    model.set_string_custom_property("enrolment_check",
+                                     json.dumps(report.get("check", {}), sort_keys=True))
     model.set_string_custom_property("catalogue", catalog)
     quarantine.set_int_custom_property("quarantined",
                                        int(report["catalogue"]["quarantined"]))

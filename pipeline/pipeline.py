@@ -407,7 +407,8 @@ def create_pipeline(
             model_blessing=evaluator.outputs["blessing"],
             examples=example_gen.outputs["examples"],
             limits=json.dumps(dict(canary_limits or {}), sort_keys=True),
-            canary_fn=configs.CANARY_FN)
+            canary_fn=configs.CANARY_FN,
+            refuse_enrolment_warnings=0 if thresholds.allow_enrolment_warnings else 1)
         pusher = tfx.components.Pusher(
             model=candidate,
             model_blessing=evaluator.outputs["blessing"],

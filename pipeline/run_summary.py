@@ -250,6 +250,8 @@ def format_summary(runs: Dict[str, ComponentRun], serving_dir: Optional[str] = N
         if quarantine.get("quarantined"):
             lines.append(f"  {quarantine['quarantined']} catalogue line(s)/photo(s) "
                          f"quarantined: {quarantine.get('file', '?')}")
+        if model.get("enrolment_warnings"):
+            lines.append(f"  WARNING: {model.get('enrolment_warning', '?')}")
     evaluator = runs.get("Evaluator")
     if evaluator and evaluator.outputs.get("evaluation"):
         blessed = evaluator.properties.get("blessing", {}).get("blessed")

@@ -114,3 +114,54 @@ def test_the_tfx_cli_runner_reads_the_catalogue_from_the_environment(tmp_path, m
     assert local_runner.settings_from_env(env)["catalog"] is None
     settings = local_runner.settings_from_env({**env, "SICOT_CATALOG": "new/catalogue.jsonl"})
     assert settings["catalog"] == str(tmp_path / "new" / "catalogue.jsonl")
+
+
+def _canary_blessing(tmp_path, warnings, refuse=1, evaluator_blessed=1):
+    """The Canary's executor on real artifacts: an enrolled model whose Enroller recorded
+    `warnings`, blessed (or not) by the Evaluator."""
+    from tfx.types import standard_artifacts
+
+    from sicot.pipeline.canary import Canary
+
+    model = standard_artifacts.Model()
+    model.uri = str(tmp_path / "model")
+    model.set_int_custom_property("enrolment_warnings", len(warnings))
+    model.set_string_custom_property("enrolment_warning", "; ".join(warnings))
+    model_blessing = standard_artifacts.ModelBlessing()
+    model_blessing.set_int_custom_property("blessed", evaluator_blessed)
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / "examples")
+    blessing = standard_artifacts.InfraBlessing()
+    blessing.uri = str(tmp_path / "blessing")
+    Canary.EXECUTOR_SPEC.executor_class().Do(
+        {"model": [model], "model_blessing": [model_blessing], "examples": [examples]},
+        {"blessing": [blessing]},
+        {"limits": "{}", "canary_fn": configs.CANARY_FN, "num_records": 16,
+         "refuse_enrolment_warnings": refuse})
+    return {k: blessing.get_custom_property(k) for k in ("blessed", "reason")}
+
+
+def test_the_canary_refuses_an_enrolled_model_whose_enrolment_check_warned(tmp_path):
+    warning = ("Enroller: enrolled SKUs would almost never be answered: image-only queries "
+               "(visual head, budget scoring) name them for 0.0% of ...")
+    refused = _canary_blessing(tmp_path, [warning])
+    assert refused["blessed"] == 0
+    assert refused["reason"] == (f"not served: the enrolment check warned: {warning} (push it "
+                                 f"anyway: --allow-enrolment-warnings)")
+    # the Evaluator's refusal comes first and is the reason given
+    assert "the Evaluator did not bless" in _canary_blessing(
+        tmp_path, [warning], evaluator_blessed=0)["reason"]
+    # the pipeline passes the setting: refuse by default, not with allow_enrolment_warnings
+    catalogue = tmp_path / "catalogue.jsonl"
+    catalogue.write_text(json.dumps({"label": "new-sku", "title": "new"}) + "\n")
+    for allow, refuse in ((False, 1), (True, 0)):
+        built = _build(tmp_path, catalog=str(catalogue), thresholds=configs.BlessingThresholds(
+            allow_enrolment_warnings=allow))
+        canary = next(c for c in built.components if c.id == "Canary")
+        assert canary.exec_properties["refuse_enrolment_warnings"] == refuse
+    args = cli.build_parser().parse_args([
+        "run", "--data", str(tmp_path), "--pipeline-root", "r", "--serving-dir", "s",
+        "--catalog", str(catalogue), "--allow-enrolment-warnings"])
+    from sicot.pipeline import cli as pipeline_cli
+
+    assert pipeline_cli._settings(args)["thresholds"].allow_enrolment_warnings
