@@ -70,7 +70,8 @@ def catalogue_queries(calibration, skus: list, heads: list, leave_one_out: bool,
     scored against its SKU's enrolled prototype `rows[head][slot]` (own photos); None when
     there is no such photo."""
     skus = [s for s in skus if len(s.visual) >= (2 if leave_one_out else 1)]
-    features, protos, slots, used, capped = {h: [] for h in heads}, {h: [] for h in heads}, [], 0, False
+    features, protos = {h: [] for h in heads}, {h: [] for h in heads}
+    slots, used, capped = [], 0, False
     for sku in skus:
         room = MAX_QUERY_PHOTOS - len(slots)
         if room <= 0:

@@ -29,13 +29,22 @@ embedding s; fused head: [v, s]) and is scored like a cosine classifier (imprint
 6. Same footing (a head whose trained classes score as well by their class means): a trained
    head's logits and a prototype's cosine are different geometries (a linear head's logits grow
    with |z| and were fitted on the very photos b is set on), and step 5 then keeps most new
-   SKUs' photos with the trained classes (measured: 83-99 %, docs/experiments.md). So when the
-   trained classes, scored as `a * cos(z, class mean)` over the training photos' embeddings
-   (nearest class mean), are top-1 within `SAME_FOOTING_TOLERANCE` of the head on held-out
-   photos (the eval split), an enrolment scores trained and enrolled classes alike:
-   `a * cos(z, prototype)` with b = 0 for both. Otherwise (e.g. a cosine head whose rows are
-   not at the class means) steps 4-5 apply. An empty catalogue changes nothing either way.
-   `sicot enroll --scoring same-footing|budget` overrides the check (SCORINGS).
+   SKUs' photos with the trained classes (measured: 83-99 %, docs/experiments.md). The other
+   rule (RULES: "same-footing") scores trained and enrolled classes alike: the trained classes
+   as `a * cos(z, class mean)` over the training photos' embeddings (nearest class mean), the
+   enrolled ones `a * cos(z, prototype)`, b = 0 for both.
+7. Which rule, per head (`sicot enroll --scoring auto`): the enrolment check
+   (`enrolment_check`) measures both on data enrolment has: trained top-1 before and after on
+   held-out photos of the trained classes (a sample of the eval split kept in the calibration,
+   `HeldOutSample`), and how often the enrolled SKUs are named, leave-one-out over the
+   catalogue photos of SKUs with 2+ photos. Among the rules whose trained drop is within
+   `max_trained_drop` (default 1 point), the one whose SKUs are named most often. Where that
+   cannot be measured (no SKU with 2+ photos, or a calibration without held-out photos) the
+   calibration's check decides: same footing when the class means are top-1 within
+   `SAME_FOOTING_TOLERANCE` of the head on held-out photos, else steps 4-5. `--scoring
+   same-footing|budget` forces a rule (SCORINGS); the figures are reported either way, and a
+   warning is given when the enrolled SKUs would almost never be named. An empty catalogue
+   changes nothing either way.
 Chosen over a ridge map from class means to trained linear rows and over uncalibrated imprinting
 by `bench/enrollment_probe.py` (docs/experiments.md, issue 13).
 """
@@ -50,8 +59,8 @@ MAX_FIT_EXAMPLES_PER_CLASS = 50  # balances the fit of M over a long-tailed trai
 VALIDATION_PER_CLASS = 20        # trained photos per class that set the offset b
 MAX_VALIDATION = 20_000
 DEFAULT_TRAINED_BUDGET = 0.01
-SAME_FOOTING_TOLERANCE = 0.005  # top-1 the class means may lose against the head (step 6)
-SCORINGS = ("auto", "same-footing", "budget")  # step 6 by the enrolment check, always, never
+SAME_FOOTING_TOLERANCE = 0.005  # top-1 the class means may lose against the head (step 7)
+SCORINGS = ("auto", "same-footing", "budget")  # step 7 (the enrolment check); step 6; never
 RULES = ("same-footing", "budget")  # the scoring rules `auto` chooses between
 MAX_CHECK_PHOTOS = 2000  # held-out photos kept for the enrolment check (`enrolment_check`)
 # bump when the saved calibration changes meaning (4: class means always; 5: + held-out sample)
@@ -195,8 +204,8 @@ class HeadCalibration:
 
     @property
     def same_footing(self) -> bool:
-        """Step 6's check: the class means are within the tolerance of the head on held-out
-        photos (False when there were none)."""
+        """Step 7's fallback check: the class means are within the tolerance of the head on
+        held-out photos (False when there were none)."""
         return bool(self.held_out and self.held_out["photos"]
                     and self.held_out["class_means"]
                     >= self.held_out["head"] - SAME_FOOTING_TOLERANCE)
@@ -255,8 +264,9 @@ def held_out_sample(features, labels, logits, seed: int = 0,
 def fit_calibration(train, heads: dict, num_classes: int, seed: int = 0,
                     held_out=None) -> Calibration:
     """Fits the text map, the text weight and each head's score scale on the trained classes,
-    keeps a class-balanced sample of training photos to set offsets at enrolment, and decides
-    per head whether enrolled classes go on the same footing as the trained ones (step 6).
+    keeps a class-balanced sample of training photos to set offsets at enrolment, and checks
+    per head whether the class means hold up against the head on held-out photos (step 7's
+    fallback), keeping a sample of those photos for the enrolment check.
 
     Args:
       train: dict of numpy arrays over training examples: `labels` [N], `visual` [N, D] and,
@@ -386,10 +396,12 @@ def enrolled_scores(calibration: Calibration, head: str, prototypes,
                     trained_budget: float = DEFAULT_TRAINED_BUDGET,
                     scoring: str = "auto") -> EnrolledScores:
     """How one head scores its enrolled classes (all of them, old and new). On the same footing
-    (step 6; `scoring` "auto": where the held-out check passed, "same-footing": always,
-    "budget": never): like the trained classes' means, b = 0. Otherwise the offset b is the
-    lowest such that at most `trained_budget` of the validation photos would be answered with
-    an enrolled class. No enrolled class: nothing changes."""
+    (step 6; `scoring` "same-footing": always, "budget": never, "auto": where the calibration's
+    held-out check of the class means passed, step 7's fallback; `enrolment_check` chooses
+    between the two rules on their measured trade-off): like the trained classes' means,
+    b = 0. Otherwise the offset b is the lowest such that at most `trained_budget` of the
+    validation photos would be answered with an enrolled class. No enrolled class: nothing
+    changes."""
     if not 0.0 <= trained_budget < 1.0:
         raise ValueError(f"trained_budget={trained_budget!r}: must be in [0, 1)")
     if scoring not in SCORINGS:
