@@ -28,7 +28,7 @@ from sicot.trainer.enrollment.prototypes import EnrolledScores, HeadCalibration,
 DEFAULT_MAX_TRAINED_DROP = 0.01  # trained top-1 `auto` may give up for enrolled classes
 NEVER_ANSWERED = 0.01            # enrolled SKUs named for less than this share: a warning
 MAX_QUERY_PHOTOS = 1000          # catalogue photos scored (the enrolment stays fast)
-MAX_QUERY_PHOTOS_PER_SKU = 5
+MAX_QUERY_PHOTOS_PER_SKU = 5    # fewer when many SKUs share MAX_QUERY_PHOTOS
 # the heads that answer queries (`sicot.trainer.export.saved_model`), and which queries
 SERVING_HEADS = {"visual": "image-only queries", "fused": "image + text queries"}
 
@@ -72,12 +72,14 @@ def catalogue_queries(calibration, skus: list, heads: list, leave_one_out: bool,
     skus = [s for s in skus if len(s.visual) >= (2 if leave_one_out else 1)]
     features, protos = {h: [] for h in heads}, {h: [] for h in heads}
     slots, used, capped = [], 0, False
+    # spread over as many SKUs as the cap allows
+    per_sku = max(1, min(MAX_QUERY_PHOTOS_PER_SKU, MAX_QUERY_PHOTOS // max(len(skus), 1)))
     for sku in skus:
         room = MAX_QUERY_PHOTOS - len(slots)
         if room <= 0:
             capped = True
             break
-        take = min(len(sku.visual), MAX_QUERY_PHOTOS_PER_SKU, room)
+        take = min(len(sku.visual), per_sku, room)
         capped |= take < len(sku.visual)
         used += 1
         has_text = sku.listing is not None
@@ -250,8 +252,9 @@ def warnings(check: dict, classes: int) -> list[str]:
             f"({measured['photos']} photos of {measured['skus']} SKUs; chance "
             f"{_pct(1.0 / max(classes, 1))}), {_pct(measured['answered_trained'])} go to a "
             f"trained class"
-            + (f"; --scoring {better[0]} would name them more often" if better else
-               "; more photos per SKU or a larger --trained-budget may help"))
+            + (f"; --scoring {better[0]} would name them more often" if better
+               else "; more photos per SKU may help" if h["chosen"] == "same-footing"
+               else "; a larger --trained-budget or more photos per SKU may help"))
     return out
 
 

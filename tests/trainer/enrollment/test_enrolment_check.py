@@ -140,6 +140,15 @@ def test_the_queries_are_capped():
     queries = C.catalogue_queries(calibration, many, ["visual"], leave_one_out=True)
     assert len(queries) == 2 * C.MAX_QUERY_PHOTOS_PER_SKU and queries.capped
     assert queries.skus == 2 and queries.slots.tolist() == [0] * 5 + [1] * 5
+    # many SKUs: fewer photos each, so that every SKU is covered while the cap allows
+    n = C.MAX_QUERY_PHOTOS // 2 + 10
+    crowd = _skus([photos(np.full(3, c % 60)) for c in range(n)])
+    spread = C.catalogue_queries(calibration, crowd, ["visual"], leave_one_out=True)
+    assert len(spread) == n and spread.skus == n and spread.capped
+    assert np.all(np.bincount(spread.slots) == 1)
+    crowd = _skus([photos(np.full(2, c % 60)) for c in range(C.MAX_QUERY_PHOTOS + 5)])
+    spread = C.catalogue_queries(calibration, crowd, ["visual"], leave_one_out=True)
+    assert len(spread) == spread.skus == C.MAX_QUERY_PHOTOS and spread.capped
 
 
 def test_the_held_out_sample_round_trips_and_old_files_still_load(tmp_path):
