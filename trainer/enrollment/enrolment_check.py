@@ -249,17 +249,34 @@ def warnings(check: dict, classes: int) -> list[str]:
         out.append(
             f"enrolled SKUs would almost never be answered: {queries} ({head} head, "
             f"{h['chosen']} scoring) name them for {_pct(measured['named'])} of their {what} "
-            f"({measured['photos']} photos of {measured['skus']} SKUs; chance "
+            f"({measured['photos']} photos of {_skus(measured['skus'])}; chance "
             f"{_pct(1.0 / max(classes, 1))}), {_pct(measured['answered_trained'])} go to a "
             f"trained class"
-            + (f"; --scoring {better[0]} would name them more often" if better
-               else "; more photos per SKU may help" if h["chosen"] == "same-footing"
-               else "; a larger --trained-budget or more photos per SKU may help"))
+            + _hint(h["chosen"], measured, better))
     return out
+
+
+def _hint(chosen: str, measured: dict, better: list) -> str:
+    if better:
+        return f"; --scoring {better[0]} would name them more often"
+    if measured["answered_trained"] < 0.5:  # lost to other enrolled SKUs, mostly
+        return "; they lose to other enrolled SKUs: look for duplicate or look-alike SKUs"
+    if chosen == "same-footing":
+        return "; more photos per SKU may help"
+    return "; a larger --trained-budget or more photos per SKU may help"
 
 
 def _pct(share) -> str:
     return "n/a" if share is None else f"{100 * share:.1f}%"
+
+
+def _points(drop: float) -> str:
+    change = -100 * drop
+    return f"{0.0 if abs(change) < 0.05 else change:+.1f} points"
+
+
+def _skus(n: int) -> str:
+    return f"{n} SKU" if n == 1 else f"{n} SKUs"
 
 
 def describe(check: dict) -> list[str]:
@@ -273,12 +290,12 @@ def describe(check: dict) -> list[str]:
             t, e, own = f["trained"], f["enrolled"], f["own_photos"]
             trained = ("trained top-1 not measurable (no held-out photos)" if t is None else
                        f"trained top-1 {_pct(t['top1_before'])} -> {_pct(t['top1_after'])} "
-                       f"({-100 * t['drop']:+.1f} points, {_pct(t['answered_enrolled'])} of "
+                       f"({_points(t['drop'])}, {_pct(t['answered_enrolled'])} of "
                        f"{t['photos']} held-out photos to enrolled)")
             if e is not None:
                 enrolled = (f"enrolled named {_pct(e['named'])} of {e['photos']} photos of "
-                            f"{e['skus']} SKUs (leave-one-out), {_pct(e['answered_trained'])} "
-                            f"to trained")
+                            f"{_skus(e['skus'])} (leave-one-out), "
+                            f"{_pct(e['answered_trained'])} to trained")
             elif own is not None:
                 enrolled = (f"enrolled named: not measurable (no SKU with 2+ photos); "
                             f"{_pct(own['named'])} of their own {own['photos']} photos "

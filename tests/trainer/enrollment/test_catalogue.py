@@ -252,6 +252,7 @@ def test_enrolled_skus_that_would_never_be_named_are_warned_about(trained, catal
     saved = json.load(open(os.path.join(out, "run", "enrolment.json")))
     assert saved["warnings"] == report["warnings"] and len(saved["warnings"]) == 1
     assert saved["warnings"][0] in err
+    assert "they lose to other enrolled SKUs: look for duplicate or look-alike SKUs" in err
     assert saved["check"]["heads"]["visual"]["chosen"] == visual["chosen"]
     train_report = json.load(open(os.path.join(out, "train_report.json")))
     assert train_report["enrolment"]["warnings"] == saved["warnings"]
