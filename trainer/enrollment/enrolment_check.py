@@ -6,13 +6,11 @@ Per head and rule:
                  eval split the calibration was fitted with): top-1 of the trained head before
                  enrolment, top-1 with the enrolled classes present, the drop, and the share of
                  those photos answered with an enrolled class;
-  enrolled side  leave-one-out over the catalogue photos of the SKUs enrolled with 2+ photos,
-                 and of 1-photo SKUs enrolled with their listing text: each photo is scored
-                 against every class, its SKU enrolled from its other photos (+ its listing
-                 when text is used; a 1-photo SKU from its listing alone, a pessimistic
-                 estimate) and every other SKU as enrolled (the offset b of the full
-                 enrolment); the share named correctly (top-1), and the share answered with a
-                 trained class. None when no photo can be held out: then
+  enrolled side  leave-one-out over the catalogue photos of the SKUs enrolled with 2+ photos:
+                 each photo is scored against every class, its SKU enrolled from its other
+                 photos (+ its listing when text is used) and every other SKU as enrolled (the
+                 offset b of the full enrolment); the share named correctly (top-1), and the
+                 share answered with a trained class. None when no SKU has 2+ photos: then
                  `own_photos` scores the photos each prototype was built from, an upper bound
                  (not an estimate) of how often the enrolled SKUs are named.
 `choose` picks `auto`'s rule on that trade-off, `warnings` names enrolled SKUs that would almost
@@ -66,21 +64,12 @@ def _features(head: str, visual, semantic) -> np.ndarray:
     return prototypes.head_features(head, {"visual": visual, "semantic": semantic})
 
 
-def _listing_only(calibration, sku) -> bool:
-    """A 1-photo SKU can still be held out: its prototype is then its listing alone (text
-    models, text used): a pessimistic estimate (the served prototype also has the photo)."""
-    return bool(sku.text_used and sku.listing is not None
-                and getattr(calibration, "text_map", None) is not None)
-
-
 def catalogue_queries(calibration, skus: list, heads: list, leave_one_out: bool,
                       rows: dict | None = None) -> CatalogueQueries | None:
-    """Leave-one-out queries over the SKUs with 2+ photos and the 1-photo SKUs enrolled with
-    their listing (`leave_one_out`; `_listing_only`), or every photo
+    """Leave-one-out queries over the SKUs with 2+ photos (`leave_one_out`), or every photo
     scored against its SKU's enrolled prototype `rows[head][slot]` (own photos); None when
     there is no such photo."""
-    skus = [s for s in skus if len(s.visual) >= 2
-            or (len(s.visual) == 1 and (not leave_one_out or _listing_only(calibration, s)))]
+    skus = [s for s in skus if len(s.visual) >= (2 if leave_one_out else 1)]
     features, protos = {h: [] for h in heads}, {h: [] for h in heads}
     slots, used, capped = [], 0, False
     # spread over as many SKUs as the cap allows
@@ -164,7 +153,7 @@ def choose(figures: dict, scoring: str, fallback: str,
         return scoring, f"--scoring {scoring}"
     measured = {r: f for r, f in figures.items() if f["trained"] and f["enrolled"]}
     if len(measured) < len(figures):
-        missing = ("no catalogue photo can be held out (no SKU with 2+ photos, or 1 photo and listing text; leave-one-out not measurable)"
+        missing = ("no enrolled SKU has 2+ photos (leave-one-out not measurable)"
                    if any(f["enrolled"] is None for f in figures.values())
                    else "no held-out photos of the trained classes")
         return fallback, (f"{missing}: {fallback} by the held-out check of the class means "
@@ -223,10 +212,7 @@ def check_enrolment(calibration, head_rows: dict, rows: dict, skus: list,
              "leave_one_out": {"photos": 0 if loo is None else len(loo),
                                "skus": 0 if loo is None else loo.skus,
                                "capped": bool(loo is not None and loo.capped),
-                               "skus_with_2_photos": sum(len(s.visual) >= 2 for s in skus),
-                               "skus_from_listing_alone": sum(
-                                   len(s.visual) == 1 and _listing_only(calibration, s)
-                                   for s in skus)},
+                               "skus_with_2_photos": sum(len(s.visual) >= 2 for s in skus)},
              "heads": {}}
     if not any(len(r) for r in rows.values()):  # nothing enrolled: nothing changes
         return {h: prototypes.enrolled_scores(calibration, h, rows[h], trained_budget, scoring)
@@ -311,7 +297,7 @@ def describe(check: dict) -> list[str]:
                             f"{_skus(e['skus'])} (leave-one-out), "
                             f"{_pct(e['answered_trained'])} to trained")
             elif own is not None:
-                enrolled = (f"enrolled named: not measurable (no photo can be held out); "
+                enrolled = (f"enrolled named: not measurable (no SKU with 2+ photos); "
                             f"{_pct(own['named'])} of their own {own['photos']} photos "
                             f"(an upper bound)")
             else:

@@ -37,10 +37,9 @@ embedding s; fused head: [v, s]) and is scored like a cosine classifier (imprint
    (`enrolment_check`) measures both on data enrolment has: trained top-1 before and after on
    held-out photos of the trained classes (a sample of the eval split kept in the calibration,
    `HeldOutSample`), and how often the enrolled SKUs are named, leave-one-out over the
-   catalogue photos of SKUs with 2+ photos (and of 1-photo SKUs with listing text, from the
-   listing alone). Among the rules whose trained drop is within
+   catalogue photos of SKUs with 2+ photos. Among the rules whose trained drop is within
    `max_trained_drop` (default 1 point), the one whose SKUs are named most often. Where that
-   cannot be measured (no photo to hold out, or a calibration without held-out photos) the
+   cannot be measured (no SKU with 2+ photos, or a calibration without held-out photos) the
    calibration's check decides: same footing when the class means are top-1 within
    `SAME_FOOTING_TOLERANCE` of the head on held-out photos, else steps 4-5. `--scoring
    same-footing|budget` forces a rule (SCORINGS); the figures are reported either way, and a

@@ -46,8 +46,7 @@ def test_new_skus_unlike_the_trained_classes_go_on_the_same_footing():
     skus = _skus([photos(np.full(4, c)) for c in range(TRAINED, TRAINED + 10)])
     scores, check = _check(calibration, head, skus)
     assert check["leave_one_out"] == {"photos": 40, "skus": 10, "capped": False,
-                                      "skus_with_2_photos": 10,
-                                      "skus_from_listing_alone": 0}
+                                      "skus_with_2_photos": 10}
     visual = check["heads"]["visual"]
     same, budget = visual["rules"]["same-footing"], visual["rules"]["budget"]
     assert same["trained"]["photos"] == 500 and same["enrolled"]["photos"] == 40
@@ -117,9 +116,9 @@ def test_one_photo_per_sku_is_not_measurable_and_auto_falls_back_to_the_held_out
         assert figures["enrolled"] is None and figures["trained"] is not None
         assert figures["own_photos"]["photos"] == 10  # the upper bound, reported as such
     assert visual["chosen"] == "same-footing"  # the class means pass the tie check here
-    assert visual["reason"].startswith("no catalogue photo can be held out (no SKU with 2+ "
-                                       "photos, or 1 photo and listing text")
-    assert "not measurable (no photo can be held out)" in "\n".join(C.describe(check))
+    assert visual["reason"].startswith("no enrolled SKU has 2+ photos (leave-one-out not "
+                                       "measurable)")
+    assert "not measurable (no SKU with 2+ photos)" in "\n".join(C.describe(check))
     # even the photos the prototypes were built from lose to the trained classes (each is a
     # training photo that set the offset, with no budget): warned on that upper bound
     rng, mu, photos, head, train, calibration = _world()
