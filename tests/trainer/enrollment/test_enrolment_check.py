@@ -35,6 +35,15 @@ def _skus(photo_sets):
             for slot, v in enumerate(photo_sets)]
 
 
+def _offset_setting_skus(train, per_sku):
+    """10 SKUs re-listing trained classes 0-9, each from `per_sku` of the training photos
+    that set the offset b (the calibration's validation sample)."""
+    validation = E.balanced_subset(train["labels"], E.VALIDATION_PER_CLASS, seed=1,
+                                   cap=E.MAX_VALIDATION)
+    return _skus([train["visual"][validation[train["labels"][validation] == c][:per_sku]]
+                  for c in range(10)])
+
+
 def _check(calibration, head, skus, **settings):
     rows = {"visual": np.stack([E.sku_prototypes(calibration, s.visual, s.semantic, None,
                                                  use_text=False)["visual"] for s in skus])}
@@ -88,10 +97,7 @@ def test_a_warning_when_the_trained_classes_take_every_enrolled_photo():
     classes: each held-out photo scores below the very photo that set b with its SKU's full
     prototype."""
     rng, mu, photos, head, train, calibration = _world()
-    validation = E.balanced_subset(train["labels"], E.VALIDATION_PER_CLASS, seed=1,
-                                   cap=E.MAX_VALIDATION)
-    skus = _skus([train["visual"][validation[train["labels"][validation] == c][:4]]
-                  for c in range(10)])
+    skus = _offset_setting_skus(train, per_sku=4)
     _, check = _check(calibration, head, skus, trained_budget=0.0, scoring="budget")
     budget = check["heads"]["visual"]["rules"]["budget"]
     assert budget["enrolled"]["named"] == 0.0 and budget["enrolled"]["answered_trained"] == 1.0
@@ -122,10 +128,7 @@ def test_one_photo_per_sku_is_not_measurable_and_auto_falls_back_to_the_held_out
     # even the photos the prototypes were built from lose to the trained classes (each is a
     # training photo that set the offset, with no budget): warned on that upper bound
     rng, mu, photos, head, train, calibration = _world()
-    validation = E.balanced_subset(train["labels"], E.VALIDATION_PER_CLASS, seed=1,
-                                   cap=E.MAX_VALIDATION)
-    twins = _skus([train["visual"][validation[train["labels"][validation] == c][:1]]
-                   for c in range(10)])
+    twins = _offset_setting_skus(train, per_sku=1)
     _, lost = _check(calibration, head, twins, trained_budget=0.0, scoring="budget")
     assert lost["heads"]["visual"]["rules"]["budget"]["own_photos"]["named"] == 0.0
     (warning,) = C.warnings(lost, TRAINED + 10)
