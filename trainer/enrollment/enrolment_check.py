@@ -13,6 +13,10 @@ Per head and rule:
                  share answered with a trained class. None when no SKU has 2+ photos: then
                  `own_photos` scores the photos each prototype was built from, an upper bound
                  (not an estimate) of how often the enrolled SKUs are named.
+  listing alone  SKUs enrolled without a photo have none to hold out: for them the check reports
+                 the calibration's simulation (`prototypes.ListingAlone`: trained classes taken
+                 out of the text map and enrolled from one of their listings, scored on their
+                 held-out photos).
 `choose` picks `auto`'s rule on that trade-off, `warnings` names enrolled SKUs that would almost
 never be answered (a head that serves queries, under the rule it uses), `describe` prints it.
 """
@@ -213,6 +217,7 @@ def check_enrolment(calibration, head_rows: dict, rows: dict, skus: list,
                                "skus": 0 if loo is None else loo.skus,
                                "capped": bool(loo is not None and loo.capped),
                                "skus_with_2_photos": sum(len(s.visual) >= 2 for s in skus)},
+             "listing_alone": {"skus": sum(len(s.visual) == 0 for s in skus)},
              "heads": {}}
     if not any(len(r) for r in rows.values()):  # nothing enrolled: nothing changes
         return {h: prototypes.enrolled_scores(calibration, h, rows[h], trained_budget, scoring)
@@ -223,6 +228,9 @@ def check_enrolment(calibration, head_rows: dict, rows: dict, skus: list,
                       for r in prototypes.RULES}
         check["heads"][h] = check_head(h, calibration.heads[h], candidates, head_rows[h], loo,
                                        own, scoring, max_trained_drop)
+        if check["listing_alone"]["skus"]:
+            # None: a calibration without the simulation (no held-out photos, or older)
+            check["heads"][h]["listing_alone"] = calibration.heads[h].listing_only
         scores[h] = candidates[check["heads"][h]["chosen"]]
     return scores, check
 
@@ -231,29 +239,44 @@ def warnings(check: dict, classes: int) -> list[str]:
     """A warning per serving head whose chosen rule would name the enrolled SKUs for under
     NEVER_ANSWERED of their leave-one-out photos, or, where that is not measurable, of the
     very photos they were enrolled from (an upper bound: under it, they are surely not
-    named). `classes`: trained + enrolled (for the chance level)."""
+    named); and one where SKUs enrolled from their listing alone would be named for under
+    NEVER_ANSWERED of their photos by the calibration's simulation. `classes`: trained +
+    enrolled (for the chance level)."""
     out = []
     for head, queries in SERVING_HEADS.items():
-        if head not in check["heads"]:
-            continue
-        h = check["heads"][head]
-        figures = h["rules"][h["chosen"]]
-        measured, what = figures["enrolled"], "held-out catalogue photos (leave-one-out)"
-        if measured is None:
-            measured, what = figures["own_photos"], "own catalogue photos they were enrolled from"
-        if measured is None or measured["named"] >= NEVER_ANSWERED:
-            continue
-        better = [r for r, f in h["rules"].items() if r != h["chosen"]
-                  and (f["enrolled"] or f["own_photos"] or {}).get("named", 0.0)
-                  >= NEVER_ANSWERED]
-        out.append(
-            f"enrolled SKUs would almost never be answered: {queries} ({head} head, "
+        if head in check["heads"]:
+            out.extend(_photo_warning(check["heads"][head], head, queries, classes))
+            out.extend(_listing_alone_warning(check, head, queries, classes))
+    return out
+
+
+def _photo_warning(h: dict, head: str, queries: str, classes: int) -> list[str]:
+    figures = h["rules"][h["chosen"]]
+    measured, what = figures["enrolled"], "held-out catalogue photos (leave-one-out)"
+    if measured is None:
+        measured, what = figures["own_photos"], "own catalogue photos they were enrolled from"
+    if measured is None or measured["named"] >= NEVER_ANSWERED:
+        return []
+    better = [r for r, f in h["rules"].items() if r != h["chosen"]
+              and (f["enrolled"] or f["own_photos"] or {}).get("named", 0.0)
+              >= NEVER_ANSWERED]
+    return [f"enrolled SKUs would almost never be answered: {queries} ({head} head, "
             f"{h['chosen']} scoring) name them for {_pct(measured['named'])} of their {what} "
             f"({measured['photos']} photos of {_skus(measured['skus'])}; chance "
             f"{_pct(1.0 / max(classes, 1))}), {_pct(measured['answered_trained'])} go to a "
-            f"trained class"
-            + _hint(h["chosen"], measured, better))
-    return out
+            f"trained class" + _hint(h["chosen"], measured, better)]
+
+
+def _listing_alone_warning(check: dict, head: str, queries: str, classes: int) -> list[str]:
+    h, skus = check["heads"][head], check.get("listing_alone", {}).get("skus", 0)
+    figures = (h.get("listing_alone") or {}).get(h["chosen"])
+    if not skus or figures is None or figures["named"] >= NEVER_ANSWERED:
+        return []
+    return [f"SKUs enrolled from their listing alone would almost never be answered: {queries} "
+            f"({head} head, {h['chosen']} scoring) name such SKUs for {_pct(figures['named'])} "
+            f"of their photos, simulated on {figures['classes']} trained classes enrolled from "
+            f"one of their listings ({figures['photos']} held-out photos; chance "
+            f"{_pct(1.0 / max(classes, 1))}); {_skus(skus)} enrolled so: add photos to them"]
 
 
 def _hint(chosen: str, measured: dict, better: list) -> str:
@@ -304,4 +327,18 @@ def describe(check: dict) -> list[str]:
                 enrolled = "enrolled named: not measurable (no enrolled SKU has photos)"
             mark = "*" if rule == h["chosen"] else " "
             lines.append(f"   {mark}{rule:<13} {trained}; {enrolled}")
+        if "listing_alone" in h:
+            lines.append("    " + _describe_listing_alone(h["listing_alone"],
+                                                        check["listing_alone"]["skus"]))
     return lines
+
+
+def _describe_listing_alone(figures: dict | None, skus: int) -> str:
+    what = f"{_skus(skus)} from the listing alone"
+    if figures is None:
+        return (f"{what}: not measurable (the calibration has no held-out photos or predates "
+                f"the listing-alone simulation)")
+    any_rule = next(iter(figures.values()))
+    return (f"{what}: named " + ", ".join(f"{r} {_pct(f['named'])}" for r, f in figures.items())
+            + f" (simulated: {any_rule['classes']} trained classes, {any_rule['photos']} "
+              f"held-out photos)")

@@ -43,8 +43,10 @@ embedding s; fused head: [v, s]) and is scored like a cosine classifier (imprint
    calibration's check decides: same footing when the class means are top-1 within
    `SAME_FOOTING_TOLERANCE` of the head on held-out photos, else steps 4-5. `--scoring
    same-footing|budget` forces a rule (SCORINGS); the figures are reported either way, and a
-   warning is given when the enrolled SKUs would almost never be named. An empty catalogue
-   changes nothing either way.
+   warning is given when the enrolled SKUs would almost never be named. SKUs enrolled from
+   the listing alone have no photo to hold out: the calibration simulates them on trained
+   classes taken out of the text map (`ListingAlone`), and the check reports and warns on
+   that. An empty catalogue changes nothing either way.
 Chosen over a ridge map from class means to trained linear rows and over uncalibrated imprinting
 by `bench/enrollment_probe.py` (docs/experiments.md, issue 13).
 """
@@ -63,9 +65,12 @@ SAME_FOOTING_TOLERANCE = 0.005  # top-1 the class means may lose against the hea
 SCORINGS = ("auto", "same-footing", "budget")  # step 7 (the enrolment check); step 6; never
 RULES = ("same-footing", "budget")  # the scoring rules `auto` chooses between
 MAX_CHECK_PHOTOS = 2000  # held-out photos kept for the enrolment check (`enrolment_check`)
-# bump when the saved calibration changes meaning (4: class means always; 5: + held-out sample)
-CALIBRATION_VERSION = 5
-READABLE_VERSIONS = (4, 5)  # a version-4 file has no held-out sample: its check is partial
+LISTING_CHECK_CLASSES = 100  # trained classes held out of the text map to simulate step 2 alone
+# bump when the saved calibration changes meaning (4: class means always; 5: + held-out sample;
+# 6: + the listing-alone simulation)
+CALIBRATION_VERSION = 6
+READABLE_VERSIONS = (4, 5, 6)  # older files lack the held-out sample (4) or the listing-alone
+#                                 figures (4, 5): their check is partial
 CALIBRATION_FILE = "enrollment_calibration.npz"  # in a model's run folder
 HEADS = ("visual", "semantic", "fused")
 TEXT_INPUTS = ("listing", "listing_visual")  # s0, or R s0 (a learned projection)
@@ -201,6 +206,8 @@ class HeadCalibration:
     class_means: np.ndarray       # [C, D_in] unit class means of the training photos
     held_out: dict | None = None  # held-out top-1 of the head and of the class means
     held_out_sample: HeldOutSample | None = None  # for the enrolment check
+    # rule -> how often classes enrolled from their listing alone are named (`listing_alone`)
+    listing_only: dict | None = None
 
     @property
     def same_footing(self) -> bool:
@@ -238,7 +245,9 @@ class Calibration:
                 "held_out_top1": {k: h.held_out for k, h in self.heads.items() if h.held_out},
                 "check_photos": {k: (0 if h.held_out_sample is None
                                      else len(h.held_out_sample.labels))
-                                 for k, h in self.heads.items()}}
+                                 for k, h in self.heads.items()},
+                "listing_only": {k: h.listing_only for k, h in self.heads.items()
+                                 if h.listing_only}}
 
 
 def _top1(scores, labels) -> float:
@@ -297,6 +306,8 @@ def fit_calibration(train, heads: dict, num_classes: int, seed: int = 0,
         text_variance = text_map.loo_mse
         text_weight = photo_variance / text_variance if text_variance > 0 else 0.0
     validation = balanced_subset(labels, VALIDATION_PER_CLASS, seed=seed + 1, cap=MAX_VALIDATION)
+    alone = (ListingAlone.prepare(data, labels, held_out, text_map, text_input, num_classes,
+                                  seed + 3) if text_map is not None else None)
     head_calibrations = {}
     for name, head in heads.items():
         z = head_features(name, data)
@@ -316,13 +327,95 @@ def fit_calibration(train, heads: dict, num_classes: int, seed: int = 0,
                              "head": _top1(h_logits, h_labels),
                              "class_means": _top1(unit(h_z) @ unit(means).T, h_labels)}
             sample = held_out_sample(h_z, h_labels, h_logits, seed + 2)
+        scale = float(max(slope, 1e-3))
         head_calibrations[name] = HeadCalibration(
-            float(max(slope, 1e-3)), unit(z[validation]).astype(np.float32),
+            scale, unit(z[validation]).astype(np.float32),
             head.logits(z[validation]).max(axis=1).astype(np.float32),
             unit(means).astype(np.float32),
-            held_out_top1, sample)
+            held_out_top1, sample,
+            None if alone is None else alone.figures(name, head, scale, means,
+                                                     z[validation], labels[validation]))
     return Calibration(text_map, float(text_weight), photo_variance, float(text_variance),
                        head_calibrations, text_input)
+
+
+@dataclasses.dataclass(frozen=True)
+class ListingAlone:
+    """Step 2 alone, simulated on trained classes: how often a SKU enrolled from nothing but
+    its listing would be named (no photo of such a SKU exists to hold out). A group of trained
+    classes with held-out photos (at most LISTING_CHECK_CLASSES, half the classes in a small
+    model) is taken out: the text map is refitted without them (at the strength chosen on all),
+    each gets the prototype `sku_prototypes` gives a SKU without photos, from one of its
+    training listings, and its held-out photos are scored against the other trained classes and
+    the group's prototypes under each rule (RULES; budget: DEFAULT_TRAINED_BUDGET of the other
+    classes' validation photos). The group's names were in the training vocabulary, so for new
+    SKUs with unseen names this is, if anything, optimistic."""
+
+    group: np.ndarray    # [G] the trained classes taken out
+    visual: np.ndarray   # [G, D] their listing prototypes in the visual space (M' s0 or M' R s0)
+    listing: np.ndarray  # [G, D] their listings' s0 (the semantic prototype)
+    queries: dict        # "visual", "semantic": [Q, D] held-out photos of the group
+    slots: np.ndarray    # [Q] each photo's class, as an index into `group`
+
+    @classmethod
+    def prepare(cls, data, labels, held_out, text_map, text_input, num_classes, seed):
+        """None when there is nothing to simulate on (no held-out photos or listings)."""
+        if held_out is None or "listing" not in data or "visual" not in held_out:
+            return None
+        h_labels = np.asarray(held_out["labels"]).reshape(-1)
+        counts = np.bincount(labels, minlength=num_classes)[:num_classes]
+        seen = h_labels[(h_labels >= 0) & (h_labels < num_classes)]
+        h_counts = np.bincount(seen, minlength=num_classes)[:num_classes]
+        candidates = np.flatnonzero((counts > 0) & (h_counts > 0))
+        size = min(LISTING_CHECK_CLASSES, len(candidates), int(np.sum(counts > 0)) // 2)
+        if size == 0:
+            return None
+        rng = np.random.default_rng(seed)
+        group = np.sort(rng.choice(candidates, size, replace=False))
+        rest = np.flatnonzero(~np.isin(labels, group))
+        rest = rest[balanced_subset(labels[rest], seed=seed)]
+        text = np.asarray(data[text_input], np.float64)
+        mu_v = class_means(data["visual"], labels, num_classes)[0]
+        if len(rest) < 2:
+            return None
+        refit = fit_ridge(text[rest], mu_v[labels[rest]], alphas=(text_map.alpha,))
+        pick = np.array([rng.choice(np.flatnonzero(labels == c)) for c in group])
+        query = np.flatnonzero(np.isin(h_labels, group))
+        if len(query) > MAX_CHECK_PHOTOS:
+            query = np.sort(rng.choice(query, MAX_CHECK_PHOTOS, replace=False))
+        queries = {k: np.asarray(held_out[k], np.float64)[query]
+                   for k in ("visual", "semantic") if k in held_out}
+        return cls(group, refit(text[pick]), np.asarray(data["listing"], np.float64)[pick],
+                   queries, np.searchsorted(group, h_labels[query]))
+
+    def figures(self, name: str, head: HeadRows, scale: float, means, validation,
+                validation_labels) -> dict | None:
+        """rule -> {"named", "answered_trained", "photos", "classes"} for head `name`
+        (`means`: its [C, D_in] class means, `validation`: its features of the validation
+        photos); None when the held-out photos lack the head's input."""
+        if name != "visual" and "semantic" not in self.queries:
+            return None
+        protos = unit(head_features(name, {"visual": self.visual, "semantic": self.listing}))
+        z = head_features(name, self.queries)
+        others = np.flatnonzero(~np.isin(np.arange(len(means)), self.group))
+        enrolled_cos = scale * unit(z) @ protos.T
+        figures = {}
+        for rule in RULES:
+            if rule == "same-footing":  # every class by a * cos, b = 0
+                trained, enrolled = scale * unit(z) @ unit(means[others]).T, enrolled_cos
+            else:
+                keep = ~np.isin(validation_labels, self.group)
+                v = np.asarray(validation, np.float64)[keep]
+                offset = budget_offset(scale * np.max(unit(v) @ protos.T, axis=1),
+                                       head.logits(v)[:, others].max(axis=1),
+                                       DEFAULT_TRAINED_BUDGET)
+                trained, enrolled = head.logits(z)[:, others], enrolled_cos + offset
+            to_trained = enrolled.max(axis=1) <= trained.max(axis=1)
+            named = ~to_trained & (np.argmax(enrolled, axis=1) == self.slots)
+            figures[rule] = {"named": float(np.mean(named)),
+                             "answered_trained": float(np.mean(to_trained)),
+                             "photos": int(len(z)), "classes": int(len(self.group))}
+        return figures
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,10 +507,17 @@ def enrolled_scores(calibration: Calibration, head: str, prototypes,
     if same:
         return EnrolledScores(prototypes, h.scale, 0.0, h.class_means)
     best_new = h.scale * np.max(h.validation.astype(np.float64) @ prototypes.T, axis=1)
-    margin = best_new - h.trained_max  # > -b: an enrolled class would win that photo
+    return EnrolledScores(prototypes, h.scale, budget_offset(best_new, h.trained_max,
+                                                             trained_budget))
+
+
+def budget_offset(best_new, trained_max, trained_budget: float) -> float:
+    """The lowest offset b such that at most `trained_budget` of photos would be answered with
+    an enrolled class (`best_new`: their best enrolled score without b, `trained_max`: their
+    best trained logit)."""
+    margin = np.asarray(best_new, np.float64) - trained_max  # > -b: an enrolled class wins
     limit = float(np.quantile(margin, 1.0 - trained_budget, method="higher"))
-    offset = -limit - 1e-6 * (1.0 + abs(limit))  # ties go to the trained class
-    return EnrolledScores(prototypes, h.scale, offset)
+    return -limit - 1e-6 * (1.0 + abs(limit))  # ties go to the trained class
 
 
 # ---------------------------------------------------------------------------------------------
@@ -442,6 +542,8 @@ def save_calibration(calibration: Calibration, path) -> None:
         if h.held_out_sample is not None:
             arrays.update({f"{name}.check.{f.name}": getattr(h.held_out_sample, f.name)
                            for f in dataclasses.fields(HeldOutSample)})
+        for rule, figures in (h.listing_only or {}).items():
+            arrays.update({f"{name}.listing_only.{rule}.{k}": v for k, v in figures.items()})
     np.savez(path, **arrays)
 
 
@@ -465,9 +567,14 @@ def load_calibration(path) -> Calibration | None:
             fields = [f.name for f in dataclasses.fields(HeldOutSample)]
             sample = (HeldOutSample(*(data[f"{n}.check.{f}"] for f in fields))
                       if f"{n}.check.features" in data else None)
+            listing_only = {}
+            for key in data.files:
+                if key.startswith(f"{n}.listing_only."):
+                    rule, field = key[len(f"{n}.listing_only."):].rsplit(".", 1)
+                    listing_only.setdefault(rule, {})[field] = data[key].item()
             heads[n] = HeadCalibration(
                 float(data[f"{n}.scale"]), data[f"{n}.validation"], data[f"{n}.trained_max"],
-                data[f"{n}.class_means"], held_out, sample)
+                data[f"{n}.class_means"], held_out, sample, listing_only or None)
         # files written before the learned projection: the map read s0
         text_input = str(data["text.input"]) if "text.input" in data else "listing"
         return Calibration(text_map, float(data["text_weight"]), float(data["photo_variance"]),

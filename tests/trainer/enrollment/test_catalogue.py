@@ -110,6 +110,17 @@ def test_report_and_quarantine(enrolled):
             assert figures["enrolled"]["photos"] == 2 and figures["own_photos"] is None
             assert figures["trained"]["photos"] > 0
             assert 0.0 <= figures["enrolled"]["named"] <= 1.0
+    # grey_listing has no photo: the calibration's listing-alone simulation stands in for it
+    assert check["listing_alone"] == {"skus": 1}
+    for head in check["heads"].values():
+        assert set(head["listing_alone"]) == set(prototypes.RULES)
+        for figures in head["listing_alone"].values():
+            assert figures["classes"] >= 1 and figures["photos"] > 0
+            assert 0.0 <= figures["named"] <= 1.0
+    listing_warnings = [w for w in report["warnings"] if "listing alone" in w]
+    assert len(listing_warnings) == sum(
+        head["listing_alone"][head["chosen"]]["named"] < 0.01
+        for name, head in check["heads"].items() if name in ("visual", "fused"))
     saved = json.load(open(os.path.join(enrolled["out"], "run", "enrolment.json")))
     assert saved["check"] == json.loads(json.dumps(check))
     assert saved["warnings"] == report["warnings"]

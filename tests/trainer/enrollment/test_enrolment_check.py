@@ -174,3 +174,88 @@ def test_the_held_out_sample_round_trips_and_old_files_still_load(tmp_path):
     visual = check["heads"]["visual"]
     assert visual["rules"]["budget"]["trained"] is None
     assert visual["reason"].startswith("no held-out photos of the trained classes")
+
+
+def _text_world(informative: bool, seed=5, per_class=30):
+    """50 trained classes with listings: `informative`, a listing is a fixed linear image of
+    its class direction (plus noise), so a map fitted on some classes places the others;
+    otherwise a listing is a random vector per class, unrelated to how the class looks."""
+    rng = np.random.default_rng(seed)
+    mu = E.unit(rng.normal(size=(TRAINED, DIM)))
+    words = rng.normal(size=(DIM, 12)) if informative else None
+    noise_text = rng.normal(size=(TRAINED, 12))
+
+    def examples(labels):
+        visual = mu[labels] + rng.normal(size=(len(labels), DIM)) * 0.15
+        text = (mu[labels] @ words if informative else noise_text[labels])
+        return {"labels": labels, "visual": visual,
+                "listing": text + rng.normal(size=text.shape) * 0.05}
+
+    head = E.HeadRows("linear", 6.0 * mu, np.zeros(TRAINED))
+    calibration = E.fit_calibration(examples(np.repeat(np.arange(TRAINED), per_class)),
+                                    {"visual": head}, TRAINED,
+                                    held_out=examples(np.repeat(np.arange(TRAINED), 10)))
+    new_listing = (E.unit(rng.normal(size=DIM)) @ words if informative
+                   else rng.normal(size=12))
+    return head, calibration, new_listing
+
+
+def _listing_only_check(head, calibration, listing):
+    sku = C.EnrolledSku(0, np.zeros((0, DIM)), np.zeros((0, 12)), listing, None, True)
+    rows = {"visual": E.sku_prototypes(calibration, sku.visual, sku.semantic, listing)[
+        "visual"][None]}
+    return C.check_enrolment(calibration, {"visual": head}, rows, [sku])[1]
+
+
+def test_listing_alone_is_simulated_on_trained_classes_held_out_of_the_text_map():
+    """No photo of a SKU enrolled from its listing alone exists to hold out: the calibration
+    takes trained classes out of the text map, enrols them from a listing, and scores their
+    held-out photos. A listing that says how the product looks names them; one that does not
+    never does, and `sicot enroll` warns about SKUs enrolled so."""
+    head, good, listing = _text_world(informative=True)
+    figures = good.heads["visual"].listing_only
+    assert set(figures) == set(E.RULES)
+    assert figures["same-footing"]["classes"] == TRAINED // 2  # half of a small model
+    assert figures["same-footing"]["photos"] == 10 * TRAINED // 2
+    assert figures["same-footing"]["named"] > 0.5
+    check = _listing_only_check(head, good, listing)
+    assert check["listing_alone"] == {"skus": 1}
+    assert check["heads"]["visual"]["listing_alone"] == figures
+    assert not any("listing alone" in w for w in C.warnings(check, TRAINED + 1))
+
+    head, bad, listing = _text_world(informative=False)
+    figures = bad.heads["visual"].listing_only
+    assert all(f["named"] < C.NEVER_ANSWERED for f in figures.values())
+    check = _listing_only_check(head, bad, listing)
+    chosen = check["heads"]["visual"]["chosen"]
+    (warning,) = [w for w in C.warnings(check, TRAINED + 1) if "listing alone" in w]
+    assert warning.startswith(
+        f"SKUs enrolled from their listing alone would almost never be answered: image-only "
+        f"queries (visual head, {chosen} scoring) name such SKUs for "
+        f"{100 * figures[chosen]['named']:.1f}% of their photos, simulated on 25 trained "
+        f"classes enrolled from one of their listings (250 held-out photos")
+    assert warning.endswith("1 SKU enrolled so: add photos to them")
+    assert "1 SKU from the listing alone: named same-footing" in "\n".join(C.describe(check))
+    # SKUs with photos only: no listing-alone figures in the check
+    photo_sku = C.EnrolledSku(0, np.ones((2, DIM)), np.zeros((2, 12)), None, None, False)
+    _, photo_check = C.check_enrolment(
+        bad, {"visual": head}, {"visual": np.ones((1, DIM))}, [photo_sku])
+    assert photo_check["listing_alone"] == {"skus": 0}
+    assert "listing_alone" not in photo_check["heads"]["visual"]
+
+
+def test_the_listing_alone_figures_round_trip_and_older_files_say_not_measurable(tmp_path):
+    head, calibration, listing = _text_world(informative=False)
+    E.save_calibration(calibration, tmp_path / "c.npz")
+    loaded = E.load_calibration(tmp_path / "c.npz")
+    assert loaded.heads["visual"].listing_only == calibration.heads["visual"].listing_only
+    with np.load(tmp_path / "c.npz") as data:
+        old = {k: data[k] for k in data if ".listing_only." not in k}
+    old["version"] = 5
+    np.savez(tmp_path / "v5.npz", **old)
+    v5 = E.load_calibration(tmp_path / "v5.npz")
+    assert v5.heads["visual"].listing_only is None
+    check = _listing_only_check(head, v5, listing)
+    assert check["heads"]["visual"]["listing_alone"] is None
+    assert not any("listing alone" in w for w in C.warnings(check, TRAINED + 1))
+    assert "1 SKU from the listing alone: not measurable" in "\n".join(C.describe(check))
