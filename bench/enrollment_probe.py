@@ -8,6 +8,8 @@ the model's own trained rows and numpy logits: image-only top-1 on the new SKUs'
 and on the trained classes' test photos among all classes (what `enrollment_report.py`
 measures through the SavedModel, minus the export). The variants are design alternatives
 logged in docs/experiments.md; `sicot.trainer.enrollment.prototypes` holds the chosen one ("default").
+`--listing-alone` (text models): SKUs enrolled from their listing alone, per way of carrying
+the listing into the visual space (`listing_maps`), beside the calibration's simulation of it.
 Prints one JSON object.
 """
 from __future__ import annotations
@@ -171,17 +173,86 @@ def run_variants(e, photos, budget, seed=0):
     return results
 
 
+def listing_maps(e, cal, seed=0):
+    """Ways to carry a listing's s0 into the visual space, each fitted on the trained classes:
+    name -> function [N, D] s0 -> [N, D] visual prototypes. `ridge_examples` is enrolment's
+    (`prototypes.fit_calibration`: each training title -> its class mean)."""
+    from sicot.trainer.enrollment import prototypes as E
+
+    C = len(e["class_names"])
+    labels = e["train_labels"]
+    text = e["train_listing_visual"] if "train_listing_visual" in e else e["train_listing"]
+    means, counts = E.class_means(e["train_visual"], labels, C)
+    text_means = E.class_means(text, labels, C)[0]
+    present = counts > 0
+    idx = E.balanced_subset(labels, seed=seed)
+    unit_map = E.fit_ridge(text[idx], E.unit(means)[labels[idx]])
+    class_map = E.fit_ridge(text_means[present], means[present])
+
+    def soft_nearest(temperature):
+        def apply(x):
+            sim = E.unit(x) @ E.unit(text_means[present]).T / temperature
+            w = np.exp(sim - sim.max(axis=1, keepdims=True))
+            return (w / w.sum(axis=1, keepdims=True)) @ means[present]
+        return apply
+
+    return {"ridge_examples": cal.text_map, "ridge_unit_targets": unit_map,
+            "ridge_class_means": class_map, "soft_nearest_t0.05": soft_nearest(0.05),
+            "soft_nearest_t0.2": soft_nearest(0.2)}
+
+
+def listing_alone(e, budget, seed=0):
+    """SKUs enrolled from the listing alone, per listing map: image-only top-1 of the new SKUs'
+    test photos among all classes under both scoring rules, among the new SKUs only, and the
+    calibration's simulation of it (`prototypes.ListingAlone`, the trained classes' test
+    photos as the held-out split) for the map enrolment uses."""
+    from sicot.trainer.enrollment import prototypes as E
+
+    C = len(e["class_names"])
+    head = head_of(e)
+    train = {"labels": e["train_labels"], "visual": e["train_visual"],
+             "listing": e["train_listing"], "semantic": e["train_semantic"]}
+    if "train_listing_visual" in e:
+        train["listing_visual"] = e["train_listing_visual"]
+    index = {n: i for i, n in enumerate(e["class_names"])}
+    trained_test = np.array([n in index for n in e["test_labels"]])
+    held_out = {"labels": np.array([index[n] for n in e["test_labels"][trained_test]]),
+                "visual": e["test_visual"][trained_test]}
+    cal = E.fit_calibration(train, {"visual": head}, C, seed=seed, held_out=held_out)
+    listings = (e["cat_listing_visual"] if "cat_listing_visual" in e else e["cat_listing"])
+    new = np.isin(e["test_labels"], e["cat_labels"])
+    means = cal.heads["visual"].class_means
+    results = {"simulated_ridge_examples": cal.heads["visual"].listing_only,
+               "chance_all_classes": round(100 / (C + len(e["cat_labels"])), 2)}
+    for name, fn in listing_maps(e, cal, seed).items():
+        P = E.unit(fn(np.asarray(listings, np.float64)))
+        budget_scores = E.enrolled_scores(cal, "visual", P, budget, "budget")
+        z = E.unit(e["test_visual"])
+        same = np.concatenate([z @ means.T, z @ P.T], axis=1)  # both on a * cos, b = 0
+        names = np.concatenate([e["class_names"], e["cat_labels"]])
+        nearest = e["cat_labels"][np.argmax(z[new] @ P.T, axis=1)]
+        results[name] = {
+            "budget": score(e, budget_scores.logits(e["test_visual"])),
+            "same_footing_new": round(100 * np.mean(
+                names[np.argmax(same[new], axis=1)] == e["test_labels"][new]), 1),
+            "among_new_only": round(100 * np.mean(nearest == e["test_labels"][new]), 1)}
+    return results
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, action="append")
     parser.add_argument("--data", required=True)
     parser.add_argument("--photos", nargs="+", type=int, default=[0, 1, 2, 5])
     parser.add_argument("--trained-budget", type=float, default=0.01)
+    parser.add_argument("--listing-alone", action="store_true",
+                        help="only the listing-alone study (`listing_alone`), text models")
     args = parser.parse_args(argv)
     out = {}
     for model_dir in args.model:
         e = embed_everything(model_dir, args.data)
-        out[model_dir] = run_variants(e, args.photos, args.trained_budget)
+        out[model_dir] = (listing_alone(e, args.trained_budget) if args.listing_alone
+                          else run_variants(e, args.photos, args.trained_budget))
     print(json.dumps(out, indent=1))
     return 0
 

@@ -148,18 +148,24 @@ def enrolled_side(queries: CatalogueQueries | None, head: str, scores: EnrolledS
             "answered_trained": float(np.mean(enrolled_max <= trained_max))}
 
 
-def choose(figures: dict, scoring: str, fallback: str,
-           max_trained_drop: float) -> tuple[str, str]:
-    """(rule, reason) for one head. `figures`: rule -> {"trained", "enrolled"} (`check_head`);
-    `fallback`: the rule of the calibration's held-out check of the class means, used when the
-    trade-off cannot be measured."""
+def choose(figures: dict, scoring: str, fallback: str, max_trained_drop: float,
+           listing_alone: dict | None = None) -> tuple[str, str]:
+    """(rule, reason) for one head. `figures`: rule -> {"trained", "enrolled", "own_photos"}
+    (`check_head`); `fallback`: the rule of the calibration's held-out check of the class
+    means, used when the trade-off cannot be measured; `listing_alone`: rule -> the
+    calibration's listing-alone simulation, the enrolled side when no enrolled SKU has a photo."""
     if scoring != "auto":
         return scoring, f"--scoring {scoring}"
-    measured = {r: f for r, f in figures.items() if f["trained"] and f["enrolled"]}
+    named = {r: f["enrolled"]["named"] for r, f in figures.items() if f["enrolled"]}
+    source = ""
+    if listing_alone and all(f["enrolled"] is None and f["own_photos"] is None
+                             for f in figures.values()):
+        named = {r: listing_alone[r]["named"] for r in figures if r in listing_alone}
+        source = " (simulated: no enrolled SKU has a photo)"
+    measured = {r: f for r, f in figures.items() if f["trained"] and r in named}
     if len(measured) < len(figures):
         missing = ("no enrolled SKU has 2+ photos (leave-one-out not measurable)"
-                   if any(f["enrolled"] is None for f in figures.values())
-                   else "no held-out photos of the trained classes")
+                   if len(named) < len(figures) else "no held-out photos of the trained classes")
         return fallback, (f"{missing}: {fallback} by the held-out check of the class means "
                           f"(within {100 * prototypes.SAME_FOOTING_TOLERANCE:g} points of "
                           f"the trained head: same-footing, else budget)")
@@ -169,30 +175,34 @@ def choose(figures: dict, scoring: str, fallback: str,
         return rule, (f"no rule keeps the trained top-1 drop within "
                       f"{100 * max_trained_drop:.1f} points: {rule} loses least "
                       f"({100 * measured[rule]['trained']['drop']:.1f} points)")
-    rule = max(allowed, key=lambda r: (measured[r]["enrolled"]["named"],
-                                       -measured[r]["trained"]["drop"]))
-    others = ", ".join(f"{r} {_pct(f['enrolled']['named'])}"
+    rule = max(allowed, key=lambda r: (named[r], -measured[r]["trained"]["drop"]))
+    others = ", ".join(f"{r} {_pct(named[r])}"
                        + ("" if r in allowed else
                           f" but drops trained top-1 {100 * f['trained']['drop']:.1f} points")
                        for r, f in measured.items() if r != rule)
     return rule, (f"enrolled SKUs named most often within a trained top-1 drop of "
-                  f"{100 * max_trained_drop:.1f} points: {rule} "
-                  f"{_pct(measured[rule]['enrolled']['named'])}"
+                  f"{100 * max_trained_drop:.1f} points{source}: {rule} {_pct(named[rule])}"
                   + (f" (vs {others})" if others else ""))
 
 
 def check_head(head: str, calibration: HeadCalibration, rule_scores: dict, rows: HeadRows,
                leave_one_out: CatalogueQueries | None, own_photos: CatalogueQueries | None,
-               scoring: str, max_trained_drop: float) -> dict:
-    """The figures of every rule (`rule_scores`: rule -> EnrolledScores) and the chosen rule."""
+               scoring: str, max_trained_drop: float, listing_alone_skus: int = 0) -> dict:
+    """The figures of every rule (`rule_scores`: rule -> EnrolledScores) and the chosen rule;
+    with SKUs enrolled from the listing alone, the calibration's simulation of them."""
+    listing_alone = calibration.listing_only if listing_alone_skus else None
     figures = {r: {"trained": trained_side(calibration, s),
                    "enrolled": enrolled_side(leave_one_out, head, s, rows),
                    "own_photos": (enrolled_side(own_photos, head, s, rows)
                                   if leave_one_out is None else None)}
                for r, s in rule_scores.items()}
     fallback = "same-footing" if calibration.same_footing else "budget"
-    chosen, reason = choose(figures, scoring, fallback, max_trained_drop)
-    return {"rules": figures, "chosen": chosen, "reason": reason}
+    chosen, reason = choose(figures, scoring, fallback, max_trained_drop, listing_alone)
+    out = {"rules": figures, "chosen": chosen, "reason": reason}
+    if listing_alone_skus:
+        # None: a calibration without the simulation (no held-out photos, or older)
+        out["listing_alone"] = listing_alone
+    return out
 
 
 def check_enrolment(calibration, head_rows: dict, rows: dict, skus: list,
@@ -227,10 +237,8 @@ def check_enrolment(calibration, head_rows: dict, rows: dict, skus: list,
         candidates = {r: prototypes.enrolled_scores(calibration, h, rows[h], trained_budget, r)
                       for r in prototypes.RULES}
         check["heads"][h] = check_head(h, calibration.heads[h], candidates, head_rows[h], loo,
-                                       own, scoring, max_trained_drop)
-        if check["listing_alone"]["skus"]:
-            # None: a calibration without the simulation (no held-out photos, or older)
-            check["heads"][h]["listing_alone"] = calibration.heads[h].listing_only
+                                       own, scoring, max_trained_drop,
+                                       check["listing_alone"]["skus"])
         scores[h] = candidates[check["heads"][h]["chosen"]]
     return scores, check
 

@@ -46,7 +46,8 @@ embedding s; fused head: [v, s]) and is scored like a cosine classifier (imprint
    warning is given when the enrolled SKUs would almost never be named. SKUs enrolled from
    the listing alone have no photo to hold out: the calibration simulates them on trained
    classes taken out of the text map (`ListingAlone`), and the check reports and warns on
-   that. An empty catalogue changes nothing either way.
+   that (and `auto` weighs the rules on it when no enrolled SKU has a photo). An empty
+   catalogue changes nothing either way.
 Chosen over a ridge map from class means to trained linear rows and over uncalibrated imprinting
 by `bench/enrollment_probe.py` (docs/experiments.md, issue 13).
 """

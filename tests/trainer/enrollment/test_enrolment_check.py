@@ -220,7 +220,16 @@ def test_listing_alone_is_simulated_on_trained_classes_held_out_of_the_text_map(
     assert figures["same-footing"]["named"] > 0.5
     check = _listing_only_check(head, good, listing)
     assert check["listing_alone"] == {"skus": 1}
-    assert check["heads"]["visual"]["listing_alone"] == figures
+    visual = check["heads"]["visual"]
+    assert visual["listing_alone"] == figures
+    # no SKU has a photo: `auto` weighs the rules on the simulation, not the tie check
+    assert all(f["enrolled"] is None and f["own_photos"] is None
+               for f in visual["rules"].values())
+    assert visual["reason"].startswith(
+        "enrolled SKUs named most often within a trained top-1 drop of 1.0 points "
+        "(simulated: no enrolled SKU has a photo): ")
+    allowed = [r for r, f in visual["rules"].items() if f["trained"]["drop"] <= 0.01]
+    assert visual["chosen"] == max(allowed, key=lambda r: figures[r]["named"])
     assert not any("listing alone" in w for w in C.warnings(check, TRAINED + 1))
 
     head, bad, listing = _text_world(informative=False)
