@@ -349,8 +349,10 @@ class ListingAlone:
     each gets the prototype `sku_prototypes` gives a SKU without photos, from one of its
     training listings, and its held-out photos are scored against the other trained classes and
     the group's prototypes under each rule (RULES; budget: DEFAULT_TRAINED_BUDGET of the other
-    classes' validation photos). The group's names were in the training vocabulary, so for new
-    SKUs with unseen names this is, if anything, optimistic."""
+    classes' validation photos). It is optimistic, not pessimistic: the group's words and
+    (with `listing_weight`) the learned listing projection R were trained on those classes, only
+    the ridge map is refitted without them. On IconShop-LT (docs/experiments.md, issue 25) it
+    said 0.2 % / 0.6 % (same-footing / budget) where the 60 real new SKUs got 0.0 % / 0.5 %."""
 
     group: np.ndarray    # [G] the trained classes taken out
     visual: np.ndarray   # [G, D] their listing prototypes in the visual space (M' s0 or M' R s0)
