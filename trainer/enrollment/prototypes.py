@@ -352,7 +352,10 @@ class ListingAlone:
     classes' validation photos). It is optimistic, not pessimistic: the group's words and
     (with `listing_weight`) the learned listing projection R were trained on those classes, only
     the ridge map is refitted without them. On IconShop-LT (docs/experiments.md, issue 25) it
-    said 0.2 % / 0.6 % (same-footing / budget) where the 60 real new SKUs got 0.0 % / 0.5 %."""
+    said 0.2 % / 0.6 % (same-footing / budget) where the 60 real new SKUs got 0.0 % / 0.5 %;
+    on a model whose text was trained to match the photos (`contrastive_weight`,
+    `listing_weight`) it says far too much (5.6 % / 2.3 % against 0.3 % / 0.3 %; 21.3 % against
+    0.8 %), so no warning there does not mean listing-only SKUs will be named."""
 
     group: np.ndarray    # [G] the trained classes taken out
     visual: np.ndarray   # [G, D] their listing prototypes in the visual space (M' s0 or M' R s0)
