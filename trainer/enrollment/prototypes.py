@@ -307,8 +307,8 @@ def fit_calibration(train, heads: dict, num_classes: int, seed: int = 0,
         text_variance = text_map.loo_mse
         text_weight = photo_variance / text_variance if text_variance > 0 else 0.0
     validation = balanced_subset(labels, VALIDATION_PER_CLASS, seed=seed + 1, cap=MAX_VALIDATION)
-    alone = (ListingAlone.prepare(data, labels, held_out, text_map, text_input, num_classes,
-                                  seed + 3) if text_map is not None else None)
+    alone = (ListingAlone.prepare(data, labels, mu_v, held_out, text_map, text_input,
+                                  num_classes, seed + 3) if text_map is not None else None)
     head_calibrations = {}
     for name, head in heads.items():
         z = head_features(name, data)
@@ -364,8 +364,9 @@ class ListingAlone:
     slots: np.ndarray    # [Q] each photo's class, as an index into `group`
 
     @classmethod
-    def prepare(cls, data, labels, held_out, text_map, text_input, num_classes, seed):
-        """None when there is nothing to simulate on (no held-out photos or listings)."""
+    def prepare(cls, data, labels, mu_v, held_out, text_map, text_input, num_classes, seed):
+        """None when there is nothing to simulate on (no held-out photos or listings).
+        `mu_v`: [C, D] the visual class means the text map is fitted to."""
         if held_out is None or "listing" not in data or "visual" not in held_out:
             return None
         h_labels = np.asarray(held_out["labels"]).reshape(-1)
@@ -380,10 +381,9 @@ class ListingAlone:
         group = np.sort(rng.choice(candidates, size, replace=False))
         rest = np.flatnonzero(~np.isin(labels, group))
         rest = rest[balanced_subset(labels[rest], seed=seed)]
-        text = np.asarray(data[text_input], np.float64)
-        mu_v = class_means(data["visual"], labels, num_classes)[0]
         if len(rest) < 2:
             return None
+        text = np.asarray(data[text_input], np.float64)
         refit = fit_ridge(text[rest], mu_v[labels[rest]], alphas=(text_map.alpha,))
         pick = np.array([rng.choice(np.flatnonzero(labels == c)) for c in group])
         query = np.flatnonzero(np.isin(h_labels, group))

@@ -44,6 +44,17 @@ def _offset_setting_skus(train, per_sku):
                   for c in range(10)])
 
 
+def _older_file(tmp_path, calibration, version, drop):
+    """The calibration saved as an older version would have written it: without the keys
+    containing `drop`, under `version`."""
+    E.save_calibration(calibration, tmp_path / "c.npz")
+    with np.load(tmp_path / "c.npz") as data:
+        old = {k: data[k] for k in data if drop not in k}
+    old["version"] = version
+    np.savez(tmp_path / f"v{version}.npz", **old)
+    return E.load_calibration(tmp_path / f"v{version}.npz")
+
+
 def _check(calibration, head, skus, **settings):
     rows = {"visual": np.stack([E.sku_prototypes(calibration, s.visual, s.semantic, None,
                                                  use_text=False)["visual"] for s in skus])}
@@ -163,11 +174,7 @@ def test_the_held_out_sample_round_trips_and_old_files_still_load(tmp_path):
     for field in ("features", "labels", "head_top", "head_max"):
         np.testing.assert_array_equal(getattr(loaded, field), getattr(sample, field))
     # a version-4 file (no sample): loaded; its check has no trained side
-    with np.load(tmp_path / "c.npz") as data:
-        old = {k: data[k] for k in data if ".check." not in k}
-    old["version"] = 4
-    np.savez(tmp_path / "v4.npz", **old)
-    v4 = E.load_calibration(tmp_path / "v4.npz")
+    v4 = _older_file(tmp_path, calibration, 4, ".check.")
     assert v4.heads["visual"].held_out_sample is None
     skus = _skus([photos(np.full(3, c)) for c in range(TRAINED, TRAINED + 3)])
     _, check = _check(v4, head, skus)
@@ -258,11 +265,7 @@ def test_the_listing_alone_figures_round_trip_and_older_files_say_not_measurable
     E.save_calibration(calibration, tmp_path / "c.npz")
     loaded = E.load_calibration(tmp_path / "c.npz")
     assert loaded.heads["visual"].listing_only == calibration.heads["visual"].listing_only
-    with np.load(tmp_path / "c.npz") as data:
-        old = {k: data[k] for k in data if ".listing_only." not in k}
-    old["version"] = 5
-    np.savez(tmp_path / "v5.npz", **old)
-    v5 = E.load_calibration(tmp_path / "v5.npz")
+    v5 = _older_file(tmp_path, calibration, 5, ".listing_only.")
     assert v5.heads["visual"].listing_only is None
     check = _listing_only_check(head, v5, listing)
     assert check["heads"]["visual"]["listing_alone"] is None
